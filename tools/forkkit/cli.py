@@ -37,12 +37,15 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(args: argparse.Namespace) -> None:
+    """Send the toolchain's log to stderr at the level -v/-q asked for."""
     level = logging.INFO - 10 * (args.verbose - args.quiet)
-    logging.basicConfig(
-        level=max(logging.DEBUG, min(level, logging.CRITICAL)),
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL)))
+    log.propagate = False
 
 
 def run(args: argparse.Namespace, work: Callable[[], int]) -> int:

@@ -73,7 +73,7 @@ def init_repo(path: Path) -> git.Repo:
     # Import trees byte for byte, whatever .gitattributes upstream ships.
     info = Path(repo.git_dir) / "info"
     info.mkdir(exist_ok=True)
-    (info / "attributes").write_text("* -text -eol -ident -filter -diff=default\n")
+    (info / "attributes").write_text("* -text -eol -ident -filter\n")
     return repo
 
 
