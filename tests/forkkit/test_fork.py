@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from forkkit.commands import patches
 
+from forkkit.commands import patches
 from tests.forkkit.conftest import snapshot
 
 

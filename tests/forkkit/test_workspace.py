@@ -7,10 +7,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from forkkit.commands import patches
 from forkkit.project import Project
 from forkkit.workspace import Workspace
-
 from tests.forkkit.conftest import CORE, snapshot
 from tests.forkkit.test_series import add_patch, set_series
 from tests.forkkit.upstreams import Upstream, git, write_declaration

@@ -211,7 +211,16 @@ class Workspace:
         """
         scratch = "refs/forkkit/importing"
         process = self.repo.git.execute(
-            ["git", "fast-import", "--quiet", "--date-format=raw", "--force"],
+            # No deltas: moto's 120 MB of sources import three times faster.
+            [
+                "git",
+                *("-c", "pack.compression=1"),
+                "fast-import",
+                "--quiet",
+                "--depth=0",
+                "--date-format=raw",
+                "--force",
+            ],
             as_process=True,
             istream=subprocess.PIPE,
             env={**ISOLATED_ENV, **_IMPORT_IDENTITY},
