@@ -362,3 +362,16 @@ def test_unsafe_sdist_members_refuse_the_whole_archive(
     assert f"tinylib-1.1.tar.gz: member {member[0]!r}" in err and message in err
     ws = workspace(project_root)
     assert ws.rev("refs/tags/upstream/1.1") is None
+
+
+def test_first_import_records_the_sdist_hash_in_the_declaration(
+    project_root: Path, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_declaration(project_root, upstream, version="1.0")
+    assert "sha256" not in path.read_text()
+
+    assert patches.main(["apply", "tiny"]) == 0
+
+    assert f'sha256 = "{upstream.sha256}"' in path.read_text()
+    assert Project(project_root).fork("tiny").base.sha256 == upstream.sha256
+    assert "recorded base.sha256 = " in capsys.readouterr().err

@@ -47,6 +47,8 @@ class Upstream:
     project: str = "tinylib"
     clock: int = 1_700_000_000
     index: Path = field(init=False)
+    #: The sha256 of the first release's sdist, once published.
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         self.repo = self.root / "repo"

@@ -30,10 +30,23 @@ INTERRUPTED = 130
 log = logging.getLogger("forkkit")
 
 
-def add_verbosity(parser: argparse.ArgumentParser) -> None:
-    """Add ``-v``/``-q``, which count into one level."""
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="count", default=0)
+def add_verbosity(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    """Add ``-v``/``-q``, which count into one level.
+
+    On a subcommand (*sub*), the flags only count when given there, so that
+    ``tools/patches -v apply`` and ``tools/patches apply -v`` both work.
+    """
+    default = argparse.SUPPRESS if sub else 0
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="more output; tracebacks on errors",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=default, help="less output"
+    )
 
 
 def setup_logging(args: argparse.Namespace) -> None:

@@ -572,6 +572,11 @@ def _unique(name: str, used: set[str]) -> str:
     return name
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace *path* with *text*: readers see the old file or the new one."""
+    _write_all(path.parent, [(path, text)], [])
+
+
 def _write_all(folder: Path, files: list[tuple[Path, str]], remove: list[Path]) -> None:
     """Write every file first to a temporary name, then move all into place."""
     folder.mkdir(parents=True, exist_ok=True)
