@@ -97,19 +97,21 @@ def _check_metadata(shown: str, raw: bytes, distribution: str, version: str) -> 
         )
 
 
-def requirements_of(wheel: Path) -> list[str]:
-    """The wheel's unconditional requirements, as pip reads them."""
+def requirements_of(wheel: Path, extras: tuple[str, ...] = ()) -> list[str]:
+    """The wheel's requirements with *extras*, as pip reads them."""
     with zipfile.ZipFile(wheel) as archive:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         message = email.parser.BytesParser().parsebytes(archive.read(name))
     environment: dict[str, str] = {
         key: str(value) for key, value in default_environment().items()
     }
-    environment["extra"] = ""
     wanted = []
     for text in message.get_all("Requires-Dist") or []:
         requirement = Requirement(text)
-        if requirement.marker is None or requirement.marker.evaluate(environment):
+        marker = requirement.marker
+        if marker is None or any(
+            marker.evaluate({**environment, "extra": extra}) for extra in ("", *extras)
+        ):
             requirement.marker = None
             wanted.append(str(requirement))
     return sorted(wanted)

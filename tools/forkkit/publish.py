@@ -328,13 +328,17 @@ def local_pages(folder: Path, distribution: str, new: list[Path]) -> dict[Path, 
     """The project page and root page of the local index once *new* is added."""
     name = canonicalize_name(distribution)
     project = folder / name
-    hashes = {p.name: sha256_file(p) for p in sorted(project.glob("*")) if _dist(p)}
+    existing = sorted(project.glob("*")) if project.is_dir() else []
+    hashes = {p.name: sha256_file(p) for p in existing if _dist(p)}
     hashes.update({p.name: sha256_file(p) for p in new})
     links = "\n".join(
         f'<a href="{html.escape(n)}#sha256={d}">{html.escape(n)}</a><br>'
         for n, d in sorted(hashes.items())
     )
-    projects = sorted({p.name for p in folder.iterdir() if p.is_dir()} | {name})
+    present = (
+        {p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set()
+    )
+    projects = sorted(present | {name})
     root = "\n".join(f'<a href="{p}/">{p}</a><br>' for p in projects)
     return {
         project / "index.html": _page_html(f"Links for {name}", links),

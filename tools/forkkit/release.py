@@ -78,7 +78,8 @@ class Outcome:
 
     ``status`` is ``released`` (built and published), ``unchanged`` (the index
     already had it and the pin named it), ``pinned`` (the index had it, the
-    pin now names it) or ``checked`` (``--dry-run``: built and checked only).
+    pin now names it), ``checked`` (``--dry-run``: built and checked only) or
+    ``unpinned`` (``--pinned`` with no pin yet: nothing to rebuild).
     """
 
     status: str
@@ -149,13 +150,16 @@ def _release(
     pin = pins.read()
     target = options.target or publish.local_target(project.root / settings.index)
 
+    if options.pinned and pin is None:
+        log.info(
+            "%s: no pin yet, so there is nothing to rebuild",
+            project.shown(pins.record),
+        )
+        return Outcome("unpinned", fork.name, fork.distribution, "", "", "")
+
     with step("inputs", "base, series and recipe"):
         if options.pinned:
-            if pin is None:
-                raise ReleaseError(
-                    f"{project.shown(pins.record)}: there is no pin yet, so there "
-                    "is nothing to rebuild; run tools/release-fork without --pinned"
-                )
+            assert pin is not None
             build_fork, inputs, patches = _pinned_inputs(
                 project, fork, settings, pin, state / "pinned-series"
             )
@@ -180,7 +184,12 @@ def _release(
     if found is not None:
         version, files = found
         outcome.version, outcome.files = version, files
-        same_pin = pin is not None and pin.version == version and pin.files == files
+        same_pin = (
+            pin is not None
+            and pin.version == version
+            and pin.files == files
+            and _written(pins.render(pin, settings.extras))
+        )
         if same_pin or options.dry_run or options.pinned:
             outcome.status = "unchanged"
             log.info(
@@ -198,9 +207,6 @@ def _release(
                 transaction.put(path, data)
             transaction.commit()
         outcome.status = "pinned"
-        log.info(
-            "%s %s was already on the index; pinned it", fork.distribution, version
-        )
         return outcome
 
     outcome.version = version = (
@@ -404,6 +410,11 @@ def _already_released(
     return None
 
 
+def _written(files: dict[Path, bytes]) -> bool:
+    """Whether every file already has exactly this content."""
+    return all(p.is_file() and p.read_bytes() == data for p, data in files.items())
+
+
 def _next_version(fork: Fork, on_index: list[IndexFile], pin: Pin | None) -> str:
     """``<base>.post<N>``, N one more than the highest of this base.
 
@@ -489,7 +500,7 @@ def _check(
     work: Path,
 ) -> Path:
     checks.check_files(artifacts, fork.distribution, version, settings.package)
-    requirements = checks.requirements_of(artifacts.wheel)
+    requirements = checks.requirements_of(artifacts.wheel, settings.extras)
     if fork.guards:
         requirements += list(settings.test_requirements)
     deps = checks.dependency_env(
@@ -626,7 +637,18 @@ class Transaction:
         )
         _fsync(partial)
         os.replace(partial, journal)
-        self.recover(self.state)
+        self._apply(self.moves)
+        journal.unlink()
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+    @staticmethod
+    def _apply(moves: list[tuple[Path, Path]]) -> None:
+        # Moving a staged file is its last use: a repeated move finds none.
+        for source, destination in moves:
+            if source.is_file():
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(source, 0o644)
+                os.replace(source, destination)
 
     @classmethod
     def recover(cls, state: Path) -> None:
@@ -634,13 +656,8 @@ class Transaction:
         journal = state / cls.JOURNAL
         if journal.is_file():
             moves = json.loads(journal.read_text())
-            log.info("finishing the change an interrupted run had decided on")
-            for staged, target in moves:
-                source, destination = Path(staged), Path(target)
-                if source.is_file():
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    os.chmod(source, 0o644)
-                    os.replace(source, destination)
+            log.info("finishing the change an interrupted release had decided on")
+            cls._apply([(Path(s), Path(t)) for s, t in moves])
             journal.unlink()
         (state / (cls.JOURNAL + ".part")).unlink(missing_ok=True)
         for leftover in state.glob("stage-*"):

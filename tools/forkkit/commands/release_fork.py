@@ -24,6 +24,7 @@ _SAID = {
     "unchanged": "already released and pinned; nothing changed",
     "pinned": "already on the index; pinned it",
     "checked": "built and checked (--dry-run: nothing published or pinned)",
+    "unpinned": "not pinned yet; nothing to rebuild",
 }
 
 
@@ -95,6 +96,8 @@ def show(outcome: Outcome, *, as_json: bool) -> None:
         print()
         return
     log.info("%s %s: %s", outcome.distribution, outcome.version, _SAID[outcome.status])
+    if outcome.status == "unpinned":
+        return
     print(f"{outcome.distribution} {outcome.version}")
     for name, digest in sorted(outcome.files.items()):
         print(f"{digest}  {name}")
