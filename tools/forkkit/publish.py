@@ -249,15 +249,33 @@ def _get(url: str) -> bytes:
     return data
 
 
-def _request(url: str, headers: dict[str, str]) -> bytes | None:
+def _request(url: str, headers: dict[str, str], hops: int = 3) -> bytes | None:
     try:
-        response = requests.get(url, headers=headers, timeout=_TIMEOUT)
+        response = requests.get(
+            url, headers=headers, timeout=_TIMEOUT, allow_redirects=False
+        )
         if response.status_code == 401 and _auth():
             response = requests.get(
-                url, headers=headers, timeout=_TIMEOUT, auth=_auth()
+                url,
+                headers=headers,
+                timeout=_TIMEOUT,
+                auth=_auth(),
+                allow_redirects=False,
             )
     except requests.RequestException as exc:
         raise _Transient(f"no answer ({type(exc).__name__})") from exc
+    if response.is_redirect and hops:
+        location = urllib.parse.urljoin(url, response.headers["Location"])
+        if urllib.parse.urlsplit(location).netloc == urllib.parse.urlsplit(url).netloc:
+            return _request(location, headers, hops - 1)
+        # pypiserver sends projects it lacks to PyPI, where another owner's
+        # distribution of the same name may live: that is not this index.
+        log.warning(
+            "%s redirects to %s; treating the project as absent from this index",
+            redact(url),
+            redact(location),
+        )
+        return None
     if response.status_code == 404:
         return None
     if response.status_code in (401, 403):
