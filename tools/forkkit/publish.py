@@ -387,16 +387,18 @@ def upload(target: Target, files: list[Path], distribution: str) -> list[str]:
     the index keeps failing after retries with backoff.
     """
     present = {f.filename: f for f in list_files(target, distribution)}
-    uploaded = []
+    missing = []
+    # Every conflict is found before anything is uploaded: no half release.
     for path in files:
         digest = sha256_file(path)
         if path.name in present:
             _same_or_conflict(target, present[path.name], digest)
             log.info("  %s is already on the index with the same sha256", path.name)
-            continue
+        else:
+            missing.append((path, digest))
+    for path, digest in missing:
         _upload_one(target, path, digest, distribution)
-        uploaded.append(path.name)
-    return uploaded
+    return [path.name for path, _ in missing]
 
 
 def _same_or_conflict(target: Target, file: IndexFile, digest: str) -> None:
