@@ -84,7 +84,7 @@ def pypiserver(folder: Path) -> Iterator[str]:
 
 def timed(command: list[str], **kwargs: object) -> float:
     started = time.monotonic()
-    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
     return time.monotonic() - started
 
 

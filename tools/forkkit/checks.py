@@ -44,10 +44,8 @@ log = logging.getLogger(__name__)
 _PYTEST_CONFIG = ("pyproject.toml", "setup.cfg", "pytest.ini", "tox.ini", "conftest.py")
 
 
-def check_files(
-    artifacts: Artifacts, distribution: str, version: str, package: str
-) -> None:
-    """twine check, metadata and contents of both files."""
+def twine_check(artifacts: Artifacts) -> None:
+    """``twine check --strict`` on both files."""
     run_quiet(
         [
             sys.executable,
@@ -60,6 +58,12 @@ def check_files(
         what="twine check --strict",
         error=ReleaseCheckFailed,
     )
+
+
+def check_files(
+    artifacts: Artifacts, distribution: str, version: str, package: str
+) -> None:
+    """Metadata and contents of both files."""
     with zipfile.ZipFile(artifacts.wheel) as wheel:
         names = wheel.namelist()
         meta_name = next((n for n in names if n.endswith(".dist-info/METADATA")), None)

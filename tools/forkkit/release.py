@@ -27,6 +27,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from forkkit.errors import (
     ReleaseInProgress,
 )
 from forkkit.fork import Base, Fork
-from forkkit.gitenv import ISOLATED_ENV, run
+from forkkit.gitenv import ISOLATED_ENV
 from forkkit.pin import Pin, PinFiles
 from forkkit.project import Project
 from forkkit.publish import IndexFile, Target
@@ -274,7 +275,7 @@ def _release(
                 for path, data in pins.render(record, settings.extras).items():
                     transaction.put(path, data)
             transaction.commit()
-            _tag(project, fork, scratch, version)
+            scratch.git("update-ref", RELEASE_TAG.format(version=version), "HEAD")
     return outcome
 
 
@@ -478,7 +479,6 @@ def _release_tree(
         f"Release {fork.distribution} {version}\n\ninputs: {inputs.key}\n",
         env={**_RELEASE_IDENTITY, **dates},
     )
-    scratch.git("update-ref", RELEASE_TAG.format(version=version), "HEAD")
 
     tree = work / "src"
     tree.mkdir()
@@ -499,7 +499,22 @@ def _check(
     version: str,
     work: Path,
 ) -> Path:
-    checks.check_files(artifacts, fork.distribution, version, settings.package)
+    # twine renders the long description for a few seconds: meanwhile, install.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        twine = pool.submit(checks.twine_check, artifacts)
+        checks.check_files(artifacts, fork.distribution, version, settings.package)
+        venv = _install(artifacts, fork, settings, version, work)
+        twine.result()
+    return venv
+
+
+def _install(
+    artifacts: Artifacts,
+    fork: Fork,
+    settings: ReleaseSettings,
+    version: str,
+    work: Path,
+) -> Path:
     requirements = checks.requirements_of(artifacts.wheel, settings.extras)
     if fork.guards:
         requirements += list(settings.test_requirements)
@@ -560,13 +575,6 @@ def _stage_local(
     for page, data in publish.local_pages(folder, distribution, new).items():
         transaction.put(page, data)
     return [p.name for p in new]
-
-
-def _tag(project: Project, fork: Fork, scratch: Workspace, version: str) -> None:
-    """Tag the release commit in the fork's workspace (created when missing)."""
-    ref = RELEASE_TAG.format(version=version)
-    mine = Workspace(project, fork)
-    run(mine.repo, "fetch", "--quiet", "--no-tags", str(scratch.path), f"+{ref}:{ref}")
 
 
 # Locking and the journal.
