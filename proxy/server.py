@@ -1,0 +1,106 @@
+"""Serving: the gateway on cheroot's threaded HTTP/1.1 server.
+
+cheroot was chosen by measurement (see the README): with keep-alive
+connections and a worker pool it serves moto faster than moto's own werkzeug
+server, which the in-process proxy must match or beat.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http import HTTPStatus
+from typing import Any
+
+from cheroot import server as cheroot_server
+from cheroot import wsgi
+
+from proxy.gateway import Gateway
+from proxy.render import error_response
+from proxy.services import REST_XML
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _AwsErrorRequest(cheroot_server.HTTPRequest):
+    """cheroot's request handler, with its own errors (bad request line,
+    oversized headers, ...) rendered as AWS XML errors instead of plain text."""
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        text = str(status)
+        code = int(text[:3])
+        message = msg.decode("latin-1") if isinstance(msg, bytes) else str(msg)
+        try:
+            reason = HTTPStatus(code).phrase
+        except ValueError:
+            reason = ""
+        response = error_response(
+            REST_XML, code, reason.replace(" ", "") or "BadRequest", message or reason
+        )
+        lines = [f"{self.server.protocol} {code} {reason}"]
+        for name, value in response.headers.items():
+            lines.append(f"{name}: {value}")
+        lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.close_connection = True
+        try:
+            self.conn.wfile.write(head + response.content)
+        except OSError as exc:
+            log.debug("could not send a %s to the client: %s", code, exc)
+
+
+class _AwsErrorConnection(cheroot_server.HTTPConnection):
+    RequestHandlerClass = _AwsErrorRequest
+
+
+class ProxyServer:
+    """The gateway served on `host:port` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        host: str = "127.0.0.1",
+        port: int = 4566,
+        threads: int = 32,
+        timeout: int = 10,
+    ) -> None:
+        self.gateway = gateway
+        self._server = wsgi.Server(
+            (host, port),
+            gateway,
+            numthreads=threads,
+            request_queue_size=128,
+            timeout=timeout,
+            shutdown_timeout=5,
+            server_name="moto-ext-proxy",
+        )
+        self._server.ConnectionClass = _AwsErrorConnection
+        self._server.max_request_header_size = MAX_HEADER_BYTES
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Bind and serve in a background thread."""
+        self._server.prepare()
+        self._thread = threading.Thread(
+            target=self._server.serve, name="proxy-server", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on, once started."""
+        return int(self._server.bind_addr[1])
+
+    @property
+    def url(self) -> str:
+        """The URL clients use as their endpoint."""
+        return f"http://{self._server.bind_addr[0]}:{self.port}"
+
+    def stop(self) -> None:
+        """Stop accepting, finish the requests in progress, release the backend."""
+        self._server.stop()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.gateway.backend.close()
