@@ -23,6 +23,7 @@ from proxy.listener import ListenerChain
 from proxy.messages import Request, Response, StreamedBody
 from proxy.render import error_response, render_error
 from proxy.services import (
+    JSON,
     REST_XML,
     ServiceMatch,
     credential_service,
@@ -68,10 +69,10 @@ class Gateway:
                 match = self.detect(request)
                 response = self.handle(request, match)
         except ProxyError as exc:
-            response = render_error(exc, match.protocol if match else REST_XML)
+            response = render_error(exc, _protocol(match, environ))
         except Exception:
             log.exception("unexpected error while handling a request")
-            protocol = match.protocol if match else REST_XML
+            protocol = _protocol(match, environ)
             response = error_response(
                 protocol, 500, "InternalFailure", "the proxy failed; see its log"
             )
@@ -211,6 +212,12 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     except (OSError, ValueError) as exc:
         raise MalformedRequest(f"the request body could not be read: {exc}") from exc
     return b"".join(parts)
+
+
+def _protocol(match: ServiceMatch | None, environ: dict[str, Any]) -> str:
+    if match is not None:
+        return match.protocol
+    return JSON if environ.get("HTTP_X_AMZ_TARGET") else REST_XML
 
 
 def _status_line(status: int) -> str:

@@ -24,9 +24,43 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 
 
+class _FoldingHeaderReader(cheroot_server.HeaderReader):
+    """Reads request headers keeping every value of a repeated field.
+
+    cheroot keeps only the last value of most repeated fields; RFC 9110 (5.3)
+    lets a recipient join them with commas instead, which loses nothing.
+    Obsolete line folding is refused, as RFC 9112 (5.2) allows.
+    """
+
+    def __call__(
+        self, rfile: Any, hdict: dict[bytes, bytes] | None = None
+    ) -> dict[bytes, bytes]:
+        headers = {} if hdict is None else hdict
+        while True:
+            line = rfile.readline()
+            if not line:
+                raise ValueError("Illegal end of headers.")
+            if line == b"\r\n":
+                return headers
+            if not line.endswith(b"\r\n"):
+                raise ValueError("HTTP requires CRLF terminators")
+            if line[:1] in (b" ", b"\t"):
+                raise ValueError("Obsolete line folding is not accepted.")
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise ValueError("Illegal header line.")
+            key = name.strip().title()
+            value = value.strip()
+            if key in headers:
+                value = headers[key] + b", " + value
+            headers[key] = value
+
+
 class _AwsErrorRequest(cheroot_server.HTTPRequest):
     """cheroot's request handler, with its own errors (bad request line,
     oversized headers, ...) rendered as AWS XML errors instead of plain text."""
+
+    header_reader = _FoldingHeaderReader()
 
     def simple_response(self, status: Any, msg: Any = "") -> None:
         text = str(status)

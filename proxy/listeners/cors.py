@@ -63,8 +63,9 @@ class CorsListener:
         self, method: str, path: str, data: Body, headers: Headers, response: Response
     ) -> Response | None:
         origin = headers.get("Origin")
-        if not origin or "Access-Control-Allow-Origin" in response.headers:
+        if not origin:
             return None
+        # moto answers `*`, which browsers refuse for credentialed requests.
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
