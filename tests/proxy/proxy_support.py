@@ -1,5 +1,6 @@
 """Helpers and fixtures of the proxy tests: a moto server subprocess, and the
-proxy on a free loopback port in front of either backend. Every test that takes `proxy` runs once per backend.
+proxy on a free loopback port in front of either backend. Every test that takes
+`proxy` runs once per backend.
 """
 
 from __future__ import annotations
