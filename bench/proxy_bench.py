@@ -1,0 +1,339 @@
+"""Benchmark the proxy against moto server: throughput, p50 and p99 latency, and
+the ratios to the direct moto server; then the proxy's peak RSS while a large
+object is uploaded through the remote backend.
+
+Every target runs in its own process with fresh state: a direct moto server,
+the proxy with moto in process, and the proxy in front of a second moto server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+
+log = logging.getLogger("bench.proxy")
+
+ROOT = Path(__file__).resolve().parent.parent
+CREDENTIALS = {
+    "region_name": "us-east-1",
+    "aws_access_key_id": "bench",
+    "aws_secret_access_key": "bench",
+}
+OPERATIONS = ("sqs.SendMessage", "s3.PutObject", "s3.GetObject", "dynamodb.PutItem")
+TARGETS = ("direct moto", "proxy in-process", "proxy remote")
+# The ratios localstack-core reached on this machine's kind (shared/FACTS.md).
+LOCALSTACK = {"sqs.SendMessage": 1.79, "s3.PutObject": 1.35, "s3.GetObject": 1.23}
+TARGET_RATIO = {"proxy in-process": 1.0, "proxy remote": 0.85}
+RSS_LIMIT_MIB = 100
+
+
+@dataclass
+class Result:
+    """One operation against one target."""
+
+    target: str
+    operation: str
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000
+
+
+class Process:
+    """A server subprocess on a loopback port; stopped on exit."""
+
+    def __init__(self, argv: list[str], port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.popen = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{argv} did not listen on {port} within 60 s")
+
+    def peak_rss_mib(self) -> float:
+        status = Path(f"/proc/{self.popen.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        try:
+            self.popen.wait(15)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def moto_server() -> Process:
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return Process(argv, port)
+
+
+def proxy_server(backend_url: str | None = None) -> Process:
+    port = free_port()
+    argv = [sys.executable, "-m", "proxy", "--port", str(port), "--log-level"]
+    argv += ["warning"]
+    if backend_url:
+        argv += ["--backend-url", backend_url]
+    return Process(argv, port)
+
+
+@contextlib.contextmanager
+def target(name: str) -> Iterator[str]:
+    """Start the processes behind one target; yield the endpoint URL."""
+    started: list[Process] = []
+    try:
+        if name == "direct moto":
+            started.append(moto_server())
+        elif name == "proxy in-process":
+            started.append(proxy_server())
+        else:
+            started.append(moto_server())
+            started.append(proxy_server(started[0].url))
+        yield started[-1].url
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def client(url: str, service: str, threads: int) -> Any:
+    config = botocore.config.Config(
+        retries={"max_attempts": 1}, max_pool_connections=threads * 2
+    )
+    return boto3.client(service, endpoint_url=url, config=config, **CREDENTIALS)
+
+
+def run_load(
+    name: str,
+    operation: str,
+    count: int,
+    threads: int,
+    call: Callable[[int, int], object],
+) -> Result:
+    """`count` calls spread over `threads` threads; call(thread, index)."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def work(thread: int) -> None:
+        mine = []
+        for index in range(count // threads):
+            began = time.perf_counter()
+            try:
+                call(thread, index)
+            except Exception as exc:
+                with lock:
+                    errors[0] += 1
+                log.debug("%s %s failed: %s", name, operation, exc)
+            mine.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    began = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    seconds = time.perf_counter() - began
+    return Result(name, operation, seconds, latencies, errors[0])
+
+
+def load_target(name: str, count: int, threads: int) -> list[Result]:
+    """Every operation against one freshly started target."""
+    results = []
+    with target(name) as url:
+        sqs, s3 = client(url, "sqs", threads), client(url, "s3", threads)
+        dynamodb = client(url, "dynamodb", threads)
+        # One queue per client thread: moto's SendMessage slows down with queue
+        # depth (shared/FACTS.md), which would measure moto, not the proxy.
+        queues = [
+            sqs.create_queue(QueueName=f"bench-{t}")["QueueUrl"] for t in range(threads)
+        ]
+        s3.create_bucket(Bucket="bench")
+        dynamodb.create_table(
+            TableName="bench",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        body = b"x" * 1024
+
+        calls: dict[str, Callable[[int, int], object]] = {
+            "sqs.SendMessage": lambda t, i: sqs.send_message(
+                QueueUrl=queues[t], MessageBody=f"message {i}"
+            ),
+            "s3.PutObject": lambda t, i: s3.put_object(
+                Bucket="bench", Key=f"k-{t}-{i}", Body=body
+            ),
+            "s3.GetObject": lambda t, i: s3.get_object(
+                Bucket="bench", Key=f"k-{t}-{i}"
+            )["Body"].read(),
+            "dynamodb.PutItem": lambda t, i: dynamodb.put_item(
+                TableName="bench", Item={"id": {"S": f"{t}-{i}"}, "v": {"N": str(i)}}
+            ),
+        }
+        for operation in OPERATIONS:
+            log.info("%s: %s x %d on %d threads", name, operation, count, threads)
+            results.append(run_load(name, operation, count, threads, calls[operation]))
+    return results
+
+
+def report(results: list[Result]) -> bool:
+    """Print the table; True when every target ratio is met."""
+    direct = {r.operation: r for r in results if r.target == "direct moto"}
+    met = True
+    print(
+        f"{'operation':<18} {'target':<17} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>6} {'ratio':>6}  goal"
+    )
+    for operation in OPERATIONS:
+        for result in (r for r in results if r.operation == operation):
+            ratio = result.rate / direct[operation].rate
+            goal = TARGET_RATIO.get(result.target)
+            verdict = ""
+            if goal is not None:
+                ok = ratio >= goal
+                met = met and ok
+                verdict = f">= {goal:.2f} {'met' if ok else 'MISSED'}"
+            print(
+                f"{operation:<18} {result.target:<17} {result.rate:>8.1f} "
+                f"{result.percentile(0.5):>8.1f} {result.percentile(0.99):>8.1f} "
+                f"{result.errors:>6} {ratio:>5.2f}x  {verdict}"
+            )
+        if operation in LOCALSTACK:
+            print(
+                f"{operation:<18} {'localstack-core':<17} {'':>8} {'':>8} {'':>8} "
+                f"{'':>6} {LOCALSTACK[operation]:>5.2f}x  reference (FACTS.md)"
+            )
+    return met
+
+
+class GeneratedFile:
+    """A seekable file of `size` generated bytes, so the client holds none."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.position = 0
+        self.block = bytes(range(256)) * 4096
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, amount: int = -1) -> bytes:
+        left = self.size - self.position
+        amount = left if amount < 0 else min(amount, left)
+        offset = self.position % len(self.block)
+        data = (self.block[offset:] + self.block)[: min(amount, len(self.block))]
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.position, 2: self.size}[whence]
+        self.position = base + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+
+def upload(size_mib: int) -> bool:
+    """Upload `size_mib` MiB through the remote-backend proxy; True when the
+    proxy's peak RSS stays under the limit."""
+    moto = moto_server()
+    proxy = proxy_server(moto.url)
+    try:
+        s3 = client(proxy.url, "s3", 1)
+        s3.create_bucket(Bucket="upload")
+        log.info("uploading %d MiB through the remote-backend proxy", size_mib)
+        began = time.perf_counter()
+        s3.put_object(Bucket="upload", Key="big", Body=GeneratedFile(size_mib << 20))
+        seconds = time.perf_counter() - began
+        stored = s3.head_object(Bucket="upload", Key="big")["ContentLength"]
+        proxy_peak, moto_peak = proxy.peak_rss_mib(), moto.peak_rss_mib()
+    finally:
+        proxy.stop()
+        moto.stop()
+    ok = stored == size_mib << 20 and proxy_peak < RSS_LIMIT_MIB
+    print(
+        f"upload {size_mib} MiB through the remote-backend proxy: {seconds:.1f} s, "
+        f"{size_mib / seconds:.0f} MiB/s; stored {stored} bytes; peak RSS proxy "
+        f"{proxy_peak:.0f} MiB (goal < {RSS_LIMIT_MIB}: "
+        f"{'met' if ok else 'MISSED'}), moto server {moto_peak:.0f} MiB"
+    )
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/proxy", description=__doc__)
+    parser.add_argument(
+        "--part",
+        choices=("all", "load", "upload"),
+        default="all",
+        help="the load comparison, the large upload, or both (default)",
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="per operation")
+    parser.add_argument("--threads", type=int, default=8, help="client threads")
+    parser.add_argument(
+        "--upload-mib", type=int, default=1024, help="size of the upload (1 GiB)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="bench: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.pop("PROXY_BACKEND_URL", None)
+
+    met = True
+    if args.part in ("all", "load"):
+        results = []
+        for name in TARGETS:
+            results += load_target(name, args.requests, args.threads)
+        met = report(results) and met
+    if args.part in ("all", "upload"):
+        met = upload(args.upload_mib) and met
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
