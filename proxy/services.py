@@ -252,7 +252,8 @@ def _bucket_operation(method: str, params: set[str]) -> str:
         return "DeleteObjects"
     for name, noun in _BUCKET_SUBRESOURCES.items():
         if name in params and method in _VERBS:
-            return ("List" if noun.endswith("s") else _VERBS[method]) + noun
+            listing = name in ("uploads", "versions")
+            return ("List" if listing else _VERBS[method]) + noun
     return {
         "PUT": "CreateBucket",
         "HEAD": "HeadBucket",
