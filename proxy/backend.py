@@ -114,8 +114,34 @@ def _moto_app() -> WSGIApp:
             f"moto is not importable ({exc}); run tools/bootstrap, or use "
             "--backend-url to forward to a moto server"
         ) from exc
-    app: WSGIApp = DomainDispatcherApplication(create_backend_app)
+
+    class Dispatcher(DomainDispatcherApplication):
+        """moto's dispatcher, remembering which backend serves a host name.
+
+        moto works that out anew for every request, listing its own package
+        directory each time, under a lock that every request takes: a fifth of
+        its CPU for a small DynamoDB call. The answer depends on the host name
+        alone, so it is kept.
+        """
+
+        def __init__(self) -> None:
+            super().__init__(create_backend_app)
+            self.known_hosts: dict[str | None, Any] = {}
+
+        def get_backend_for_host(self, host: str | None) -> Any:
+            if host in self.known_hosts:
+                return self.known_hosts[host]
+            backend = super().get_backend_for_host(host)
+            if len(self.known_hosts) < KNOWN_HOSTS_LIMIT:
+                self.known_hosts[host] = backend
+            return backend
+
+    app: WSGIApp = Dispatcher()
     return app
+
+
+# Virtual-host S3 names one host per bucket; past this many, stop remembering.
+KNOWN_HOSTS_LIMIT = 4096
 
 
 def _environ(request: Request) -> dict[str, Any]:
