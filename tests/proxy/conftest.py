@@ -1,6 +1,7 @@
 """Fixtures of the proxy tests; they live in `proxy_support`."""
 
-from proxy_support import (  # noqa: F401  (pytest finds fixtures by name)
+# pytest finds fixtures by name, so these imports are used.
+from tests.proxy.proxy_support import (  # noqa: F401
     backend_kind,
     make_proxy,
     moto_server,

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from proxy_support import RunningProxy, unique
+
+from tests.proxy.proxy_support import RunningProxy, unique
 
 
 def route_to_proxy(client: Any, proxy: RunningProxy) -> None:

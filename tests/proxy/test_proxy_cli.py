@@ -14,16 +14,16 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from proxy_support import (
+
+from proxy.cli import Settings, parse_args
+from proxy.health import read_provenance
+from tests.proxy.proxy_support import (
     CREDENTIALS,
     GeneratedFile,
     MotoServer,
     free_port,
     peak_rss_mib,
 )
-
-from proxy.cli import Settings, parse_args
-from proxy.health import read_provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 

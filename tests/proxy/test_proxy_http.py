@@ -14,13 +14,13 @@ import cheroot.wsgi
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from proxy_support import MotoServer, ProxyFactory, RunningProxy, unique
 
 from proxy.backend import InProcessBackend, RemoteBackend
 from proxy.gateway import Gateway
 from proxy.listener import ListenerChain, register
 from proxy.listeners.cors import CorsListener
 from proxy.server import ProxyServer
+from tests.proxy.proxy_support import MotoServer, ProxyFactory, RunningProxy, unique
 
 
 def exchange(port: int, data: bytes, half_close: bool = False) -> bytes:

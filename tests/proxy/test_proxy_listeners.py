@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from proxy_support import ProxyFactory, unique
 from werkzeug.datastructures import Headers
 
 from proxy.errors import ListenerLoadError
@@ -23,6 +22,7 @@ from proxy.listener import (
     register,
 )
 from proxy.messages import Body, Request, Response
+from tests.proxy.proxy_support import ProxyFactory, unique
 
 
 class Scripted:

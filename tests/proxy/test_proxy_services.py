@@ -215,7 +215,8 @@ def test_errors_render_in_the_protocol_of_the_service() -> None:
     assert b"<Type>Receiver</Type><Code>BadGateway</Code>" in as_query.content
     assert b"<Message>down &amp; out</Message>" in as_query.content
     assert as_xml.content.endswith(
-        b"<Error><Code>Bad</Code><Message>no</Message><RequestId>rid</RequestId></Error>"
+        b"<Error><Code>Bad</Code><Message>no</Message>"
+        b"<RequestId>rid</RequestId></Error>"
     )
     assert as_xml.headers["Content-Length"] == str(len(as_xml.content))
 
