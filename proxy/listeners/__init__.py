@@ -1,0 +1,1 @@
+"""Listeners that ship with the proxy, registered through entry points."""
