@@ -17,7 +17,11 @@ from proxy_support import ProxyFactory, RunningProxy, unique
 from proxy.listener import register
 from proxy.listeners.apigateway import ApiGatewayListener
 
-JSON = {"Content-Type": "application/json"}
+# A MOCK integration that answers 200.
+MOCK_200 = {
+    "type": "MOCK",
+    "requestTemplates": {"application/json": '{"statusCode": 200}'},
+}
 
 
 @pytest.fixture
@@ -194,12 +198,12 @@ def test_http_integration_with_templates_and_stage_variables(
 ) -> None:
     api = Api(apigw)
     request_template = (
-        '{"user": $input.json(\'$.user\'), "count": $input.path(\'$.items\').size(),'
+        "{\"user\": $input.json('$.user'), \"count\": $input.path('$.items').size(),"
         ' "escaped": "$util.escapeJavaScript($input.path(\'$.user.name\'))",'
         ' "id": "$input.params(\'id\')"}'
     )
     response_template = (
-        '#set($echo = $util.parseJson($input.body))'
+        "#set($echo = $util.parseJson($input.body))"
         '{"upstreamPath": "$echo.path", "sent": $echo.body}'
     )
     api.route(
@@ -221,7 +225,9 @@ def test_http_integration_with_templates_and_stage_variables(
                 "statusCode": "200",
                 "responseTemplates": {"application/json": response_template},
                 "responseParameters": {
-                    "method.response.header.X-Upstream": "integration.response.header.X-Echo"
+                    "method.response.header.X-Upstream": (
+                        "integration.response.header.X-Echo"
+                    )
                 },
             }
         ],
@@ -322,7 +328,7 @@ def test_execute_api_host_style(apigw: RunningProxy) -> None:
     api.route(
         "GET",
         "/",
-        {"type": "MOCK", "requestTemplates": {"application/json": '{"statusCode": 200}'}},
+        MOCK_200,
         [
             {
                 "statusCode": "200",
@@ -344,8 +350,7 @@ def test_execute_api_host_style(apigw: RunningProxy) -> None:
 
 def test_api_key_is_required_where_the_method_says(apigw: RunningProxy) -> None:
     api = Api(apigw)
-    mock = {"type": "MOCK", "requestTemplates": {"application/json": '{"statusCode": 200}'}}
-    api.route("GET", "/secret", mock, [{"statusCode": "200"}], api_key=True)
+    api.route("GET", "/secret", MOCK_200, [{"statusCode": "200"}], api_key=True)
     api.deploy()
     key_value = unique("key-value-that-is-long-enough")
     key = api.client.create_api_key(name=unique("key"), enabled=True, value=key_value)
@@ -362,7 +367,9 @@ def test_api_key_is_required_where_the_method_says(apigw: RunningProxy) -> None:
     outside_plan = requests.get(
         api.url("/secret"), headers={"x-api-key": stray_value}, timeout=30
     )
-    allowed = requests.get(api.url("/secret"), headers={"x-api-key": key_value}, timeout=30)
+    allowed = requests.get(
+        api.url("/secret"), headers={"x-api-key": key_value}, timeout=30
+    )
 
     assert (without.status_code, without.json()) == (403, {"message": "Forbidden"})
     assert without.headers["x-amzn-ErrorType"] == "ForbiddenException"
@@ -384,8 +391,7 @@ def test_missing_parts_answer_as_api_gateway(
     apigw: RunningProxy, target: str, status: int, error_type: str, message: str
 ) -> None:
     api = Api(apigw)
-    mock = {"type": "MOCK", "requestTemplates": {"application/json": '{"statusCode": 200}'}}
-    api.route("GET", "/here", mock, [{"statusCode": "200"}])
+    api.route("GET", "/here", MOCK_200, [{"statusCode": "200"}])
     api.deploy()
     urls = {
         "api": f"{apigw.url}/restapis/nosuchapi/dev/_user_request_/here",
@@ -411,3 +417,192 @@ def test_other_requests_pass_through_untouched(apigw: RunningProxy) -> None:
     resources = apigateway.get_resources(restApiId=api_id)["items"]
 
     assert [r["path"] for r in resources] == ["/"]
+
+
+ROLE = "arn:aws:iam::123456789012:role/apigateway-integrations"
+FORM = {
+    "integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"
+}
+
+
+def aws(uri: str, template: str, **extra: Any) -> dict[str, Any]:
+    """An AWS service integration with one JSON request template."""
+    return {
+        "type": "AWS",
+        "integrationHttpMethod": "POST",
+        "uri": f"arn:aws:apigateway:us-east-1:{uri}",
+        "credentials": ROLE,
+        "requestTemplates": {"application/json": template},
+        **extra,
+    }
+
+
+def test_sqs_send_message_through_a_queue_path(apigw: RunningProxy) -> None:
+    sqs = apigw.client("sqs")
+    queue = unique("apigw-queue")
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    api = Api(apigw)
+    template = "Action=SendMessage&MessageBody=$util.urlEncode($input.body)"
+    api.route(
+        "POST",
+        "/enqueue",
+        aws(f"sqs:path/123456789012/{queue}", template, requestParameters=FORM),
+        [{"statusCode": "200"}],
+    )
+    api.deploy()
+
+    answer = requests.post(api.url("/enqueue"), json={"order": 7}, timeout=30)
+
+    assert answer.status_code == 200, answer.text
+    assert b"<MessageId>" in answer.content
+    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)
+    assert [json.loads(m["Body"]) for m in messages["Messages"]] == [{"order": 7}]
+
+
+def test_sns_publish_action_reaches_a_subscribed_queue(apigw: RunningProxy) -> None:
+    sns, sqs = apigw.client("sns"), apigw.client("sqs")
+    topic = sns.create_topic(Name=unique("apigw-topic"))["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=unique("apigw-sub"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    api = Api(apigw)
+    template = (
+        "TopicArn=$util.urlEncode($stageVariables.topic)"
+        "&Message=$util.urlEncode($input.path('$.text'))"
+    )
+    api.route(
+        "POST",
+        "/publish",
+        aws("sns:action/Publish", template, requestParameters=FORM),
+        [{"statusCode": "200"}],
+    )
+    api.deploy(topic=topic)
+
+    answer = requests.post(api.url("/publish"), json={"text": "hi & bye"}, timeout=30)
+
+    assert answer.status_code == 200, answer.text
+    assert b"<MessageId>" in answer.content
+    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)
+    assert [m["Body"] for m in messages["Messages"]] == ["hi & bye"]
+
+
+def test_dynamodb_put_and_get_item_actions(apigw: RunningProxy) -> None:
+    dynamodb = apigw.client("dynamodb")
+    table = unique("apigw-table")
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    api = Api(apigw)
+    put = (
+        '{"TableName": "$stageVariables.table", "Item": {'
+        '"id": {"S": "$input.params(\'id\')"}, '
+        '"name": {"S": "$util.escapeJavaScript($input.path(\'$.name\'))"}}}'
+    )
+    get = (
+        '{"TableName": "$stageVariables.table", '
+        '"Key": {"id": {"S": "$input.params(\'id\')"}}}'
+    )
+    shown = (
+        "#set($item = $input.path('$.Item'))"
+        '{"id": "$item.id.S", "name": "$util.escapeJavaScript($item.name.S)"}'
+    )
+    api.route(
+        "PUT",
+        "/items/{id}",
+        aws("dynamodb:action/PutItem", put),
+        [{"statusCode": "200"}],
+    )
+    api.route(
+        "GET",
+        "/items/{id}",
+        aws("dynamodb:action/GetItem", get),
+        [{"statusCode": "200", "responseTemplates": {"application/json": shown}}],
+    )
+    api.deploy(table=table)
+
+    stored = requests.put(api.url("/items/a1"), json={"name": 'Ann "A"'}, timeout=30)
+    fetched = requests.get(api.url("/items/a1"), timeout=30)
+
+    assert stored.status_code == 200, stored.text
+    item = dynamodb.get_item(TableName=table, Key={"id": {"S": "a1"}})["Item"]
+    assert item == {"id": {"S": "a1"}, "name": {"S": 'Ann "A"'}}
+    assert (fetched.status_code, fetched.json()) == (
+        200,
+        {"id": "a1", "name": 'Ann "A"'},
+    )
+
+
+def test_kinesis_put_record_action(apigw: RunningProxy) -> None:
+    kinesis = apigw.client("kinesis")
+    stream = unique("apigw-stream")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    api = Api(apigw)
+    template = (
+        '{"StreamName": "$stageVariables.stream", '
+        '"Data": "$util.base64Encode($input.body)", '
+        '"PartitionKey": "$context.requestId"}'
+    )
+    api.route(
+        "POST",
+        "/records",
+        aws("kinesis:action/PutRecord", template),
+        [{"statusCode": "200"}],
+    )
+    api.deploy(stream=stream)
+
+    answer = requests.post(api.url("/records"), json={"n": 1}, timeout=30)
+
+    assert answer.status_code == 200, answer.text
+    shard = answer.json()["ShardId"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=iterator)["Records"]
+    assert [json.loads(r["Data"]) for r in records] == [{"n": 1}]
+
+
+def test_s3_objects_through_path_integrations(apigw: RunningProxy) -> None:
+    s3 = apigw.client("s3")
+    bucket = unique("apigw-bucket")
+    s3.create_bucket(Bucket=bucket)
+    api = Api(apigw)
+    parameters = {
+        "integration.request.path.bucket": "method.request.path.bucket",
+        "integration.request.path.key": "method.request.path.key",
+    }
+    for method in ("PUT", "GET"):
+        api.route(
+            method,
+            "/{bucket}/{key}",
+            {
+                "type": "AWS",
+                "integrationHttpMethod": method,
+                "uri": "arn:aws:apigateway:us-east-1:s3:path/{bucket}/{key}",
+                "credentials": ROLE,
+                "requestParameters": parameters,
+            },
+            [{"statusCode": "200"}],
+        )
+    api.deploy()
+
+    stored = requests.put(
+        api.url(f"/{bucket}/note.txt"),
+        data=b"plain words",
+        headers={"Content-Type": "text/plain"},
+        timeout=30,
+    )
+    fetched = requests.get(api.url(f"/{bucket}/note.txt"), timeout=30)
+
+    assert stored.status_code == 200, stored.text
+    assert s3.get_object(Bucket=bucket, Key="note.txt")["Body"].read() == b"plain words"
+    assert (fetched.status_code, fetched.content) == (200, b"plain words")

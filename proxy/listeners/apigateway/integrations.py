@@ -193,6 +193,7 @@ class Integrations:
             str(integration.get("httpMethod") or "POST").upper(),
             mapped.querystring,
             mapped.header,
+            call.content_type,
         )
         answer = self.calls.send_signed(
             service.service,
@@ -296,13 +297,15 @@ def aws_service_request(
     http_method: str,
     querystring: Mapping[str, str],
     headers: Mapping[str, str],
+    content_type: str | None = None,
 ) -> ServiceRequest:
     """The request an AWS integration URI stands for.
 
     `arn:aws:apigateway:{region}:{service}:action/{Action}` calls an action:
     JSON-protocol services (DynamoDB, Kinesis) get it in `X-Amz-Target`, query
     services (SQS, SNS) in `Action=`. `...:path/{path}` calls the REST path as
-    it is (S3 objects, SQS queue URLs).
+    it is (S3 objects, SQS queue URLs), with the method request's
+    `content_type` unless a mapped header sets one.
     """
     match = _AWS_URI.match(uri)
     if match is None:
@@ -332,6 +335,8 @@ def aws_service_request(
         method = http_method
         if service in QUERY_SERVICES:
             sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        elif content_type:
+            sent.setdefault("Content-Type", content_type)
 
     if query:
         target += ("&" if "?" in target else "?") + urlencode(query)
