@@ -1,10 +1,9 @@
 """Mapping templates: Velocity (VTL) as API Gateway evaluates it, with the
 `$input`, `$util`, `$context` and `$stageVariables` variables.
 
-The template language itself comes from `airspeed`, a maintained Velocity
-engine for Python; this module supplies the variables API Gateway defines and a
-small JSONPath for `$input.path` and `$input.json`. Plain functions and objects,
-no I/O.
+The language is `vtl`'s; this module supplies the variables API Gateway
+defines and a small JSONPath for `$input.path` and `$input.json`. Plain
+functions and objects, no I/O.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-import airspeed  # type: ignore[import-untyped]  # the package ships no types
-
+from proxy.listeners.apigateway import vtl
 from proxy.listeners.apigateway.errors import TemplateFailed
 
 
@@ -171,20 +169,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-_cache: dict[str, Any] = {}
+_cache: dict[str, list[vtl.Node]] = {}
 _cache_lock = threading.Lock()
 _CACHE_SIZE = 256
 
 
-def _compiled(template: str) -> Any:
+def _compiled(template: str) -> list[vtl.Node]:
     with _cache_lock:
         compiled = _cache.get(template)
     if compiled is not None:
         return compiled
-    compiled = airspeed.Template(template)
     try:
-        compiled.ensure_compiled()
-    except airspeed.TemplateError as exc:
+        compiled = vtl.parse(template)
+    except vtl.VtlSyntaxError as exc:
         raise TemplateFailed(f"the mapping template does not parse: {exc}") from exc
     with _cache_lock:
         if len(_cache) >= _CACHE_SIZE:
@@ -213,11 +210,8 @@ def render(
         "stageVariables": dict(stage_variables),
     }
     namespace.update(extra or {})
+    compiled = _compiled(template)
     try:
-        return str(_compiled(template).merge(namespace))
-    except TemplateFailed:
-        raise
-    except Exception as exc:
-        raise TemplateFailed(
-            f"the mapping template failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        return vtl.evaluate(compiled, namespace)
+    except vtl.VtlError as exc:
+        raise TemplateFailed(f"the mapping template failed: {exc}") from exc
