@@ -632,10 +632,8 @@ class Parser:
     def _skip_line_comment(self, text: list[str]) -> None:
         end = self.source.find("\n", self.position)
         standalone = self._standalone_start() is not None
-        if end == -1:
-            self.position = len(self.source)
-        else:
-            self.position = end + (1 if standalone else 0)
+        # As in Velocity, the comment takes its line's newline with it.
+        self.position = len(self.source) if end == -1 else end + 1
         if standalone:
             self._trim_indent(text)
 
