@@ -12,10 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from proxy_support import ProxyFactory, RunningProxy, unique
+from proxy_support import ProxyFactory, RunningProxy, free_port, unique
 
+from proxy.cli import Settings, build_gateway
 from proxy.listener import register
 from proxy.listeners.apigateway import ApiGatewayListener
+from proxy.server import ProxyServer
 
 # A MOCK integration that answers 200.
 MOCK_200 = {
@@ -606,3 +608,75 @@ def test_s3_objects_through_path_integrations(apigw: RunningProxy) -> None:
     assert stored.status_code == 200, stored.text
     assert s3.get_object(Bucket=bucket, Key="note.txt")["Body"].read() == b"plain words"
     assert (fetched.status_code, fetched.content) == (200, b"plain words")
+
+
+def test_integration_failures_answer_as_api_gateway(apigw: RunningProxy) -> None:
+    api = Api(apigw)
+    closed_port = free_port()  # bound, then closed again: nothing listens
+    api.route(
+        "GET",
+        "/unreachable",
+        {
+            "type": "HTTP",
+            "integrationHttpMethod": "GET",
+            "uri": f"http://127.0.0.1:{closed_port}/",
+        },
+        [{"statusCode": "200"}],
+    )
+    api.route(
+        "GET",
+        "/broken-template",
+        {"type": "MOCK", "requestTemplates": {"application/json": "#if($x)"}},
+        [{"statusCode": "200"}],
+    )
+    api.route("GET", "/no-response", MOCK_200)
+    api.route(
+        "GET",
+        "/lambda",
+        {
+            "type": "AWS_PROXY",
+            "integrationHttpMethod": "POST",
+            "uri": "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+            "arn:aws:lambda:us-east-1:123456789012:function:f/invocations",
+        },
+    )
+    api.deploy()
+
+    answers = {
+        name: requests.get(api.url(f"/{name}"), timeout=30)
+        for name in ("unreachable", "broken-template", "no-response", "lambda")
+    }
+
+    messages = {name: answer.json()["message"] for name, answer in answers.items()}
+    assert {a.status_code for a in answers.values()} == {500}
+    assert messages["unreachable"].startswith("the HTTP integration at http://")
+    assert messages["broken-template"].startswith(
+        "the mapping template does not parse: line 1, column 8: #if has no #end"
+    )
+    assert messages["no-response"] == "Internal server error"
+    assert "'AWS_PROXY' is not served by this proxy" in messages["lambda"]
+    assert {a.headers["x-amzn-ErrorType"] for a in answers.values()} == {
+        "InternalServerErrorException"
+    }
+
+
+def test_the_entry_point_listener_gets_the_backend_from_the_gateway(
+    backend_kind: str, request: pytest.FixtureRequest
+) -> None:
+    backend_url = None
+    if backend_kind == "remote":
+        backend_url = request.getfixturevalue("moto_server").url
+    gateway = build_gateway(Settings(port=0, backend_url=backend_url))
+    server = ProxyServer(gateway, port=0, threads=4)
+    server.start()
+    try:
+        api = Api(RunningProxy(server, backend_kind))
+        api.route("GET", "/", MOCK_200, [{"statusCode": "200"}])
+        api.deploy()
+
+        answer = requests.get(api.url("/"), timeout=30)
+    finally:
+        server.stop()
+
+    assert "apigateway" in [r.name for r in gateway.chain.registrations]
+    assert answer.status_code == 200

@@ -242,9 +242,15 @@ def _method_response(
         integration.get("integrationResponses"), result.status
     )
     if selected is None:
-        if integration.get("integrationResponses") or result.status >= 300:
-            raise InternalServerError("Internal server error")
-        selected = {"statusCode": str(result.status)}
+        # API Gateway's own words; the log says what to configure.
+        log.warning(
+            "%s %s: the integration answered %d and no integration response "
+            "matches it; put one without a selection pattern as the default",
+            call.method,
+            call.context.get("resourcePath"),
+            result.status,
+        )
+        raise InternalServerError("Internal server error")
 
     text = result.body.decode("utf-8", "replace")
     template = response_template(selected.get("responseTemplates"))
