@@ -14,6 +14,11 @@ A listener also says which service it is for (`service`, None for every
 request) and where it goes in the chain (`order`, lower first; ties by name).
 `forward_request` runs in that order, `return_response` in reverse, and only
 for the listeners whose `forward_request` ran.
+
+A listener that works in the background, or sends requests of its own, may
+also have `start(context)` and `stop()`: the server calls them once, after it
+binds and when it stops. The `ListenerContext` holds the proxy's URL and the
+backend, whose `send` skips the chain.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from proxy.backend import Backend
 from proxy.errors import InvalidListenerResult, ListenerFailed, ListenerLoadError
 from proxy.messages import Body, Request, Response
 
@@ -50,6 +56,15 @@ class Listener(Protocol):
     def return_response(
         self, method: str, path: str, data: Body, headers: Headers, response: Response
     ) -> Response | None: ...
+
+
+@dataclass(frozen=True)
+class ListenerContext:
+    """What a listener's `start` receives: where clients reach the proxy, and
+    the backend to send requests to directly."""
+
+    url: str
+    backend: Backend
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,30 @@ class ListenerChain:
             chain = [r for r in self._all if r.service in (None, service)]
             self._by_service[service] = chain
         return chain
+
+    def start(self, context: ListenerContext) -> None:
+        """Call `start(context)` on every listener that has one, in order."""
+        for registration in self._all:
+            start = getattr(registration.listener, "start", None)
+            if start is None:
+                continue
+            try:
+                start(context)
+            except Exception as exc:
+                raise ListenerLoadError(
+                    f"listener {registration.name} failed to start: {exc}"
+                ) from exc
+
+    def stop(self) -> None:
+        """Call `stop()` on every listener that has one, in reverse order."""
+        for registration in reversed(self._all):
+            stop = getattr(registration.listener, "stop", None)
+            if stop is None:
+                continue
+            try:
+                stop()
+            except Exception:
+                log.exception("listener %s failed to stop", registration.name)
 
     def forward(
         self, chain: list[Registration], request: Request

@@ -14,7 +14,13 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from proxy_support import CREDENTIALS, free_port
+from proxy_support import (
+    CREDENTIALS,
+    GeneratedFile,
+    MotoServer,
+    free_port,
+    peak_rss_mib,
+)
 
 from proxy.cli import Settings, parse_args
 from proxy.health import read_provenance
@@ -100,6 +106,27 @@ def test_environment_sets_port_backend_and_log_level(served: list[Served]) -> No
     assert listed.status_code == 502
     assert "proxy.access" not in stderr
     assert code == 0
+
+
+def test_a_large_upload_streams_through_the_remote_backend(
+    served: list[Served], moto_server: MotoServer
+) -> None:
+    server = Served(["--port", "0", "--backend-url", moto_server.url])
+    served.append(server)
+    s3 = boto3.client("s3", endpoint_url=server.url, **CREDENTIALS)
+    s3.create_bucket(Bucket="streamed-upload")
+    size = 128 << 20
+
+    put = requests.put(
+        server.url + "/streamed-upload/big", data=GeneratedFile(size), timeout=120
+    )
+    peak = peak_rss_mib(server.process.pid)
+    stored = s3.head_object(Bucket="streamed-upload", Key="big")["ContentLength"]
+    s3.delete_object(Bucket="streamed-upload", Key="big")
+
+    assert put.status_code == 200
+    assert stored == size
+    assert peak < 100, f"the proxy peaked at {peak:.0f} MiB for a 128 MiB upload"
 
 
 def test_tools_serve_passes_flags_through() -> None:

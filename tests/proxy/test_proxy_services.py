@@ -111,6 +111,20 @@ KNOWN = frozenset({"s3", "sqs", "sns", "dynamodb", "iam", "sts", "awslambda"})
         ("PUT", "/bucket?cors", {}, None, ("s3", "rest-xml", "PutBucketCors")),
         ("GET", "/bucket?list-type=2", {}, None, ("s3", "rest-xml", "ListObjectsV2")),
         ("POST", "/bucket?delete", {}, None, ("s3", "rest-xml", "DeleteObjects")),
+        (
+            "GET",
+            "/restapis/a1b2/prod/_user_request_/pets?x=1",
+            {"Authorization": SCOPE.format("execute-api")},
+            None,
+            ("execute-api", "rest-json", "GET /restapis/a1b2/prod/_user_request_/pets"),
+        ),
+        (
+            "POST",
+            "/pets",
+            {"Host": "a1b2.execute-api.localhost:4566"},
+            None,
+            ("execute-api", "rest-json", "POST /pets"),
+        ),
     ],
     ids=[
         "target-only",
@@ -128,6 +142,8 @@ KNOWN = frozenset({"s3", "sqs", "sns", "dynamodb", "iam", "sts", "awslambda"})
         "s3-bucket-subresource",
         "s3-list-v2",
         "s3-delete-objects",
+        "api-invocation-path",
+        "api-invocation-host",
     ],
 )
 def test_detects_service_protocol_and_operation(
