@@ -55,12 +55,6 @@ class Gateway:
         self.chain = chain or ListenerChain()
         self.buffer_limit = buffer_limit
         self.known = backend.services()
-        # Listeners that call the backend themselves (the API Gateway one does)
-        # take it here, since an entry point builds them with no arguments.
-        for registration in self.chain.registrations:
-            use_backend = getattr(registration.listener, "use_backend", None)
-            if callable(use_backend):
-                use_backend(backend)
 
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse

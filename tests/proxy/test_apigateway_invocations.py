@@ -29,7 +29,7 @@ MOCK_200 = {
 @pytest.fixture
 def apigw(make_proxy: ProxyFactory) -> RunningProxy:
     """The proxy with the API Gateway listener, which takes the backend from the
-    gateway as it does when loaded from its entry point."""
+    server's start, as it does when loaded from its entry point."""
     return make_proxy(register("apigateway", ApiGatewayListener()))
 
 
@@ -660,7 +660,7 @@ def test_integration_failures_answer_as_api_gateway(apigw: RunningProxy) -> None
     }
 
 
-def test_the_entry_point_listener_gets_the_backend_from_the_gateway(
+def test_the_entry_point_listener_gets_the_backend_when_the_server_starts(
     backend_kind: str, request: pytest.FixtureRequest
 ) -> None:
     backend_url = None

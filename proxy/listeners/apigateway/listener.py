@@ -19,6 +19,8 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 from werkzeug.datastructures import Headers
 
 from proxy.backend import Backend
+from proxy.errors import ProxyError
+from proxy.listener import ListenerContext
 from proxy.listeners.apigateway.backend_calls import BackendCalls
 from proxy.listeners.apigateway.errors import (
     ApiNotFound,
@@ -39,6 +41,7 @@ from proxy.listeners.apigateway.routing import (
 )
 from proxy.listeners.apigateway.templates import MethodRequest
 from proxy.messages import Body, Response, body_bytes
+from proxy.services import INVOKE
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +53,28 @@ class ApiGatewayListener:
     """Serves `/restapis/{id}/{stage}/_user_request_/{path}` and the host
     `{id}.execute-api.<proxy host>`; every other request goes on unchanged.
 
-    It needs the proxy's backend: give it here, or let the gateway hand it over
-    through `use_backend` when the listener comes from an entry point.
+    It needs the proxy's backend: the server hands it over in `start`, or a
+    caller that builds the listener itself gives it here.
     """
 
-    service: str | None = None  # invocations carry no AWS service signal
+    service: str | None = INVOKE
     order = 10  # before the CORS listener: an API answers its own preflights
 
     def __init__(self, backend: Backend | None = None, region: str = REGION) -> None:
         self.region = region
         self._integrations: Integrations | None = None
         if backend is not None:
-            self.use_backend(backend)
+            self._integrations = Integrations(BackendCalls(backend))
 
-    def use_backend(self, backend: Backend) -> None:
-        """Read API definitions from, and run AWS integrations on, `backend`."""
-        self._integrations = Integrations(BackendCalls(backend))
+    def start(self, context: ListenerContext) -> None:
+        """Read API definitions from, and run AWS integrations on, the
+        proxy's backend."""
+        self._integrations = Integrations(BackendCalls(context.backend))
+
+    def stop(self) -> None:
+        """Close the connections to HTTP integrations."""
+        if self._integrations is not None:
+            self._integrations.http.close()
 
     def forward_request(
         self, method: str, path: str, data: Body, headers: Headers
@@ -92,6 +101,11 @@ class ApiGatewayListener:
                 exc.message,
             )
             return error_response(exc, request_id)
+        except ProxyError as exc:
+            # The backend is down or slow: say so in API Gateway's shape.
+            failure = InvocationError(exc.message)
+            failure.status, failure.error_type = exc.status, exc.code
+            return error_response(failure, request_id)
 
     def return_response(
         self, method: str, path: str, data: Body, headers: Headers, response: Response
@@ -108,8 +122,8 @@ class ApiGatewayListener:
     ) -> Response:
         if self._integrations is None:
             raise IntegrationFailed(
-                "the API Gateway listener has no backend; the gateway hands it "
-                "over through use_backend"
+                "the API Gateway listener has no backend: it gets one when the "
+                "proxy server starts it"
             )
         apigateway = self._integrations.calls.client("apigateway", self.region)
         stage = _stage(apigateway, invocation)
