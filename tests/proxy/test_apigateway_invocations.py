@@ -130,7 +130,8 @@ def test_mock_maps_request_and_response_through_templates(
         '#set($name = $input.params("name"))'
         '{"hello": "$name", "stage": "$context.stage", '
         '"resource": "$context.resourcePath", "method": "$context.httpMethod", '
-        '"color": "$stageVariables.color", "id": "$context.requestId"}'
+        '"color": "$stageVariables.color", "id": "$context.requestId", '
+        '"ip": "$context.identity.sourceIp"}'
     )
     api.route(
         "GET",
@@ -149,7 +150,9 @@ def test_mock_maps_request_and_response_through_templates(
     )
     api.deploy(color="blue")
 
-    answer = requests.get(api.url("/greet/ada"), timeout=30)
+    answer = requests.get(
+        api.url("/greet/ada"), headers={"X-Forwarded-For": "10.1.2.3"}, timeout=30
+    )
 
     assert answer.status_code == 200
     document = answer.json()
@@ -160,6 +163,7 @@ def test_mock_maps_request_and_response_through_templates(
         "method": "GET",
         "color": "blue",
         "id": answer.headers["x-amzn-RequestId"],
+        "ip": "10.1.2.3",
     }
     assert answer.headers["X-Mocked"] == "yes"
 
@@ -206,7 +210,7 @@ def test_http_integration_with_templates_and_stage_variables(
     )
     response_template = (
         "#set($echo = $util.parseJson($input.body))"
-        '{"upstreamPath": "$echo.path", "sent": $echo.body}'
+        '{"upstreamPath": "$echo.path", "method": "$echo.method", "sent": $echo.body}'
     )
     api.route(
         "POST",
@@ -246,6 +250,7 @@ def test_http_integration_with_templates_and_stage_variables(
     assert answer.status_code == 200, answer.text
     assert answer.json() == {
         "upstreamPath": "/store/42",
+        "method": "PUT",
         "sent": {
             "user": {"name": 'Ann "A"'},
             "count": 3,
