@@ -64,6 +64,21 @@ class IntegrationFailed(InvocationError):
     error_type = "InternalServerErrorException"
 
 
+class IntegrationTimeout(InvocationError):
+    """The HTTP integration did not answer within API Gateway's 29 seconds."""
+
+    status = 504
+    error_type = "IntegrationTimeout"
+
+
+class NoIntegrationResponse(InvocationError):
+    """The integration answered, but no integration response maps its status
+    and none is the default."""
+
+    status = 500
+    error_type = "InternalServerErrorException"
+
+
 def error_response(error: InvocationError, request_id: str) -> Response:
     """The response API Gateway sends for `error`."""
     body = json.dumps({"message": error.message}).encode()

@@ -20,7 +20,11 @@ from werkzeug.datastructures import Headers
 
 from proxy.hop import end_to_end
 from proxy.listeners.apigateway.backend_calls import BackendCalls
-from proxy.listeners.apigateway.errors import IntegrationFailed, InvocationError
+from proxy.listeners.apigateway.errors import (
+    IntegrationFailed,
+    IntegrationTimeout,
+    NoIntegrationResponse,
+)
 from proxy.listeners.apigateway.mapping import (
     DEFAULT_CONTENT_TYPE,
     choose_template,
@@ -171,7 +175,7 @@ class Integrations:
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
-            raise _GatewayTimeout("Endpoint request timed out") from exc
+            raise IntegrationTimeout("Endpoint request timed out") from exc
         except requests.RequestException as exc:
             log.warning("HTTP integration %s %s failed: %s", method, uri, exc)
             raise IntegrationFailed(
@@ -208,18 +212,6 @@ class Integrations:
         )
 
 
-class _GatewayTimeout(InvocationError):
-    status = 504
-    error_type = "IntegrationTimeout"
-
-
-class InternalServerError(InvocationError):
-    """The integration answered, but no integration response maps it."""
-
-    status = 500
-    error_type = "InternalServerErrorException"
-
-
 def _uri(integration: Mapping[str, Any]) -> str:
     uri = integration.get("uri")
     if not uri:
@@ -250,7 +242,7 @@ def _method_response(
             call.context.get("resourcePath"),
             result.status,
         )
-        raise InternalServerError("Internal server error")
+        raise NoIntegrationResponse("Internal server error")
 
     text = result.body.decode("utf-8", "replace")
     template = response_template(selected.get("responseTemplates"))
