@@ -14,8 +14,10 @@ import pytest
 import requests
 from proxy_support import ProxyFactory, RunningProxy, free_port, unique
 
+from proxy.backend import RemoteBackend
 from proxy.cli import Settings, build_gateway
-from proxy.listener import register
+from proxy.gateway import Gateway
+from proxy.listener import ListenerChain, register
 from proxy.listeners.apigateway import ApiGatewayListener
 from proxy.server import ProxyServer
 
@@ -685,3 +687,20 @@ def test_the_entry_point_listener_gets_the_backend_when_the_server_starts(
 
     assert "apigateway" in [r.name for r in gateway.chain.registrations]
     assert answer.status_code == 200
+
+
+def test_a_backend_that_is_down_answers_in_api_gateway_shape() -> None:
+    backend = RemoteBackend(f"http://127.0.0.1:{free_port()}", connect_timeout=2)
+    chain = ListenerChain([register("apigateway", ApiGatewayListener())])
+    server = ProxyServer(Gateway(backend, chain), port=0, threads=2)
+    server.start()
+    try:
+        answer = requests.get(
+            f"{server.url}/restapis/someapi/dev/_user_request_/", timeout=30
+        )
+    finally:
+        server.stop()
+
+    assert answer.status_code == 502
+    assert answer.headers["x-amzn-ErrorType"] == "BadGateway"
+    assert "unreachable" in answer.json()["message"]
