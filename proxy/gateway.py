@@ -56,6 +56,15 @@ class Gateway:
         self.buffer_limit = buffer_limit
         self.known = backend.services()
 
+    def start(self) -> None:
+        """Start the listeners that work in the background."""
+        self.chain.start(self.backend)
+
+    def close(self) -> None:
+        """Stop the listeners, then release the backend."""
+        self.chain.stop()
+        self.backend.close()
+
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:

@@ -14,6 +14,11 @@ A listener also says which service it is for (`service`, None for every
 request) and where it goes in the chain (`order`, lower first; ties by name).
 `forward_request` runs in that order, `return_response` in reverse, and only
 for the listeners whose `forward_request` ran.
+
+A listener that works in the background (delivering, sweeping) may also have
+`start(backend)`, called once before the proxy serves with the backend it can
+send its own requests to, and `stop()`, called when the proxy stops; `stop`
+must end its threads.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from proxy.backend import Backend
 from proxy.errors import InvalidListenerResult, ListenerFailed, ListenerLoadError
 from proxy.messages import Body, Request, Response
 
@@ -76,6 +82,25 @@ class ListenerChain:
         self._all.append(registration)
         self._all.sort(key=lambda r: (r.order, r.name))
         self._by_service.clear()
+
+    def start(self, backend: Backend) -> None:
+        """Call `start(backend)` on the listeners that have one, in order."""
+        for registration in self._all:
+            start = getattr(registration.listener, "start", None)
+            if start is not None:
+                start(backend)
+
+    def stop(self) -> None:
+        """Call `stop()` on the listeners that have one, in reverse order; one
+        that raises is logged and the others still stop."""
+        for registration in reversed(self._all):
+            stop = getattr(registration.listener, "stop", None)
+            if stop is None:
+                continue
+            try:
+                stop()
+            except Exception:
+                log.exception("listener %s raised in stop", registration.name)
 
     @property
     def registrations(self) -> Sequence[Registration]:

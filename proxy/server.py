@@ -115,7 +115,8 @@ class ProxyServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Bind and serve in a background thread."""
+        """Start the listeners, bind and serve in a background thread."""
+        self.gateway.start()
         self._server.prepare()
         self._thread = threading.Thread(
             target=self._server.serve, name="proxy-server", daemon=True
@@ -133,8 +134,9 @@ class ProxyServer:
         return f"http://{self._server.bind_addr[0]}:{self.port}"
 
     def stop(self) -> None:
-        """Stop accepting, finish the requests in progress, release the backend."""
+        """Stop accepting, finish the requests in progress, stop the listeners
+        and release the backend."""
         self._server.stop()
         if self._thread is not None:
             self._thread.join(10)
-        self.gateway.backend.close()
+        self.gateway.close()
