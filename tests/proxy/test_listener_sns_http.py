@@ -1,0 +1,254 @@
+"""SNS to HTTP endpoints through the proxy, both backends: confirmation,
+notifications only once confirmed, signatures, raw delivery, retries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+from proxy_support import ProxyFactory, RunningProxy, unique
+
+from proxy.listener import register
+from proxy.listeners.sns_http import (
+    RetryPolicy,
+    SnsHttpListener,
+    decode_endpoint,
+    encode_endpoint,
+    restore_endpoints,
+    string_to_sign,
+    verify,
+)
+
+FAST_RETRIES = RetryPolicy(retries=3, delay=0.2, max_delay=0.5, timeout=5)
+
+
+@dataclass
+class Received:
+    """One POST the endpoint received."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def message(self) -> dict[str, str]:
+        document: dict[str, str] = json.loads(self.body)
+        return document
+
+
+@dataclass
+class Endpoint:
+    """An HTTP server on a loopback port that records POSTs and can fail."""
+
+    server: ThreadingHTTPServer
+    received: list[Received] = field(default_factory=list)
+    failures: int = 0
+    attempts: int = 0
+    condition: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while len(self.received) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{len(self.received)} of {count} POSTs")
+                self.condition.wait(left)
+            return list(self.received)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    holder: list[Endpoint] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            target = holder[0]
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with target.condition:
+                target.attempts += 1
+                failing = target.failures > 0
+                if failing:
+                    target.failures -= 1
+                else:
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    target.received.append(Received(self.path, headers, body))
+                    target.condition.notify_all()
+            self.send_response(500 if failing else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    holder.append(Endpoint(server))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield holder[0]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def sns_proxy(make_proxy: ProxyFactory) -> RunningProxy:
+    return make_proxy(register("sns-http", SnsHttpListener(FAST_RETRIES)))
+
+
+def _verified(message: dict[str, str]) -> bool:
+    certificate = requests.get(message["SigningCertURL"], timeout=30)
+    assert certificate.status_code == 200
+    return verify(message, certificate.content)
+
+
+def _subscribe_and_confirm(
+    proxy: RunningProxy, endpoint: Endpoint, **attributes: str
+) -> tuple[Any, str, str]:
+    sns = proxy.client("sns")
+    topic = sns.create_topic(Name=unique("topic"))["TopicArn"]
+    sns.subscribe(
+        TopicArn=topic, Protocol="http", Endpoint=endpoint.url, Attributes=attributes
+    )
+    confirmation = endpoint.wait_for(1)[0].message
+    confirmed = requests.get(confirmation["SubscribeURL"], timeout=30)
+    assert confirmed.status_code == 200
+    arn = confirmed.text.split("<SubscriptionArn>")[1].split("<")[0]
+    return sns, topic, arn
+
+
+def test_confirmation_then_signed_notifications(
+    sns_proxy: RunningProxy, endpoint: Endpoint
+) -> None:
+    sns = sns_proxy.client("sns")
+    topic = sns.create_topic(Name=unique("topic"))["TopicArn"]
+
+    pending = sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=endpoint.url)
+    confirmation = endpoint.wait_for(1)[0]
+    sns.publish(TopicArn=topic, Message="too early")
+    time.sleep(0.5)
+    early = list(endpoint.received)
+    confirmed = requests.get(confirmation.message["SubscribeURL"], timeout=30)
+    arn = confirmed.text.split("<SubscriptionArn>")[1].split("<")[0]
+    attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
+    published = sns.publish(TopicArn=topic, Message="hello", Subject="greeting")
+    notification = endpoint.wait_for(2)[1]
+    listed = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+
+    assert pending["SubscriptionArn"] == "pending confirmation"
+    assert confirmation.path == "/hook"
+    assert confirmation.headers["x-amz-sns-message-type"] == "SubscriptionConfirmation"
+    assert confirmation.headers["x-amz-sns-topic-arn"] == topic
+    assert confirmation.message["Type"] == "SubscriptionConfirmation"
+    assert confirmation.message["TopicArn"] == topic
+    assert confirmation.message["Token"] in confirmation.message["SubscribeURL"]
+    assert _verified(confirmation.message)
+    assert len(early) == 1, "a notification arrived before the confirmation"
+    assert confirmed.status_code == 200
+    assert arn.startswith(topic + ":")
+    assert attributes["PendingConfirmation"] == "false"
+    assert attributes["Endpoint"] == endpoint.url
+    assert [s["Endpoint"] for s in listed] == [endpoint.url]
+    assert notification.headers["x-amz-sns-message-type"] == "Notification"
+    assert notification.headers["x-amz-sns-subscription-arn"] == arn
+    message = notification.message
+    assert message["Type"] == "Notification"
+    assert message["MessageId"] == published["MessageId"]
+    assert (message["Message"], message["Subject"]) == ("hello", "greeting")
+    assert message["SignatureVersion"] == "1"
+    assert _verified(message)
+    assert not _verified({**message, "Message": "tampered"})
+
+
+def test_a_pending_subscription_says_so(
+    sns_proxy: RunningProxy, endpoint: Endpoint
+) -> None:
+    sns = sns_proxy.client("sns")
+    topic = sns.create_topic(Name=unique("topic"))["TopicArn"]
+
+    arn = sns.subscribe(
+        TopicArn=topic,
+        Protocol="http",
+        Endpoint=endpoint.url,
+        ReturnSubscriptionArn=True,
+    )["SubscriptionArn"]
+    endpoint.wait_for(1)
+    attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
+    bad = requests.get(
+        sns_proxy.url,
+        params={"Action": "ConfirmSubscription", "TopicArn": topic, "Token": "nope"},
+        timeout=30,
+    )
+
+    assert arn.startswith(topic + ":")
+    assert attributes["PendingConfirmation"] == "true"
+    assert bad.status_code == 400
+    assert "<Code>InvalidParameter</Code>" in bad.text
+
+
+def test_raw_delivery_and_retries_after_failures(
+    sns_proxy: RunningProxy, endpoint: Endpoint
+) -> None:
+    sns, topic, arn = _subscribe_and_confirm(sns_proxy, endpoint)
+    sns.set_topic_attributes(
+        TopicArn=topic, AttributeName="SignatureVersion", AttributeValue="2"
+    )
+
+    endpoint.failures = 2
+    sns.publish(TopicArn=topic, Message="after two failures")
+    retried = endpoint.wait_for(2)[1]
+    sns.set_subscription_attributes(
+        SubscriptionArn=arn, AttributeName="RawMessageDelivery", AttributeValue="true"
+    )
+    sns.publish(TopicArn=topic, Message="raw body")
+    raw = endpoint.wait_for(3)[2]
+
+    assert endpoint.attempts == 5
+    assert retried.message["Message"] == "after two failures"
+    assert retried.message["SignatureVersion"] == "2"
+    assert _verified(retried.message)
+    assert raw.body == b"raw body"
+    assert raw.headers["x-amz-sns-rawdelivery"] == "true"
+
+
+def test_an_endpoint_that_keeps_failing_is_given_up(
+    make_proxy: ProxyFactory, endpoint: Endpoint
+) -> None:
+    policy = RetryPolicy(retries=2, delay=0.1, max_delay=0.1, timeout=5)
+    proxy = make_proxy(register("sns-http", SnsHttpListener(policy)))
+    sns, topic, _ = _subscribe_and_confirm(proxy, endpoint)
+
+    endpoint.failures = 10
+    sns.publish(TopicArn=topic, Message="lost")
+    time.sleep(1.0)
+
+    assert endpoint.attempts == 1 + 3
+    assert len(endpoint.received) == 1
+
+
+def test_pure_helpers() -> None:
+    url = "https://example.test/a?b=c&d"
+    body = (
+        b"<Endpoint>http://127.0.0.1:9/_proxy/sns/deliver/"
+        + encode_endpoint(url).encode()
+        + b"</Endpoint>"
+    )
+
+    assert decode_endpoint(encode_endpoint(url)) == url
+    assert (
+        restore_endpoints(body)
+        == b"<Endpoint>" + url.replace("&", "&amp;").encode() + b"</Endpoint>"
+    )
+    assert string_to_sign(
+        {"Type": "Notification", "Message": "m", "MessageId": "1", "Other": "x"}
+    ) == (b"Message\nm\nMessageId\n1\nType\nNotification\n")
