@@ -52,8 +52,9 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 from xml.sax.saxutils import escape
 
@@ -189,6 +190,54 @@ def entry_attributes(params: Mapping[str, str], prefix: str) -> dict[str, str]:
             if value is not None:
                 found[key] = value
     return found
+
+
+def published(params: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """The messages of a Publish or PublishBatch call, each as the texts it
+    may be delivered as (all of a `MessageStructure=json` document's values)
+    and its message attributes in the shape of an HTTP notification."""
+    if params.get("Action") == "Publish":
+        prefixes = [""]
+    else:
+        prefixes = list(_batch_entries(params))
+    found: list[tuple[str, dict[str, Any]]] = []
+    for prefix in prefixes:
+        message = params.get(prefix + "Message", "")
+        texts = [message]
+        if params.get(prefix + "MessageStructure") == "json":
+            try:
+                document = json.loads(message)
+            except ValueError:
+                document = {}
+            if isinstance(document, dict):
+                texts = [str(value) for value in document.values()]
+        attributes = message_attributes(params, prefix + "MessageAttributes")
+        found.extend((text, attributes) for text in texts)
+    return found
+
+
+def _batch_entries(params: Mapping[str, str]) -> Iterator[str]:
+    for n in itertools.count(1):
+        entry = f"PublishBatchRequestEntries.member.{n}."
+        if entry + "Id" not in params:
+            return
+        yield entry
+
+
+def message_attributes(params: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    """`MessageAttributes` of a query call as an HTTP notification shows them."""
+    attributes: dict[str, Any] = {}
+    for n in itertools.count(1):
+        entry = f"{prefix}.entry.{n}."
+        name = params.get(entry + "Name")
+        if name is None:
+            return attributes
+        value = params.get(entry + "Value.StringValue")
+        if value is None:
+            value = params.get(entry + "Value.BinaryValue", "")
+        kind = params.get(entry + "Value.DataType", "String")
+        attributes[name] = {"Type": kind, "Value": value}
+    return attributes
 
 
 @dataclass(frozen=True)
@@ -385,6 +434,9 @@ class SnsHttpListener:
         self._subscriptions: dict[str, Subscription] = {}
         self._tokens: dict[str, str] = {}
         self._signature_versions: dict[str, str] = {}
+        # Message attributes of the Publish calls in flight, by topic and text:
+        # moto hands notifications over without them.
+        self._in_flight: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._signer: Signer | None = None
         self._deliverer: Deliverer | None = None
 
@@ -413,6 +465,8 @@ class SnsHttpListener:
             return self._confirm(params)
         if action == "Subscribe" and params.get("Protocol") in ("http", "https"):
             return _with_delivery_url(path, params, headers)
+        if action in ("Publish", "PublishBatch"):
+            self._track_publish(params, add=True)
         return True
 
     def return_response(
@@ -420,6 +474,9 @@ class SnsHttpListener:
     ) -> Response | None:
         params = action_params(path, data, headers)
         action = params.get("Action")
+        if action in ("Publish", "PublishBatch"):
+            self._track_publish(params, add=False)
+            return None
         if action not in _WATCHED or response.status_code != 200:
             return None
         body = response.content
@@ -480,8 +537,23 @@ class SnsHttpListener:
         elif not found[0].confirmed:
             log.info("SNS message for %s dropped: not confirmed yet", endpoint)
         else:
-            self._notify(found[0], notification)
+            key = (topic_arn, notification.get("Message", ""))
+            with self._lock:
+                attributes = (self._in_flight.get(key) or [{}])[0]
+            self._notify(found[0], notification, attributes)
         return Response(200, Headers({"Content-Length": "0"}), b"")
+
+    def _track_publish(self, params: Mapping[str, str], add: bool) -> None:
+        topic_arn = params.get("TopicArn") or params.get("TargetArn") or ""
+        with self._lock:
+            for text, attributes in published(params):
+                key = (topic_arn, text)
+                if add:
+                    self._in_flight.setdefault(key, []).append(attributes)
+                elif key in self._in_flight:
+                    self._in_flight[key].pop()
+                    if not self._in_flight[key]:
+                        del self._in_flight[key]
 
     def _confirm(self, params: Mapping[str, str]) -> Response:
         token = params.get("Token", "")
@@ -596,7 +668,12 @@ class SnsHttpListener:
         }
         self._send(subscription, message, "SubscriptionConfirmation")
 
-    def _notify(self, subscription: Subscription, handed: Mapping[str, str]) -> None:
+    def _notify(
+        self,
+        subscription: Subscription,
+        handed: Mapping[str, str],
+        attributes: dict[str, Any],
+    ) -> None:
         message = {
             "Type": "Notification",
             "MessageId": handed.get("MessageId") or str(uuid.uuid4()),
@@ -614,7 +691,7 @@ class SnsHttpListener:
             }
         )
         unsubscribe = f"{subscription.base_url}/?{query}"
-        self._send(subscription, message, "Notification", unsubscribe)
+        self._send(subscription, message, "Notification", unsubscribe, attributes)
 
     def _send(
         self,
@@ -622,6 +699,7 @@ class SnsHttpListener:
         message: dict[str, str],
         kind: str,
         unsubscribe_url: str = "",
+        attributes: dict[str, Any] | None = None,
     ) -> None:
         signer, deliverer = self._signer, self._deliverer
         if signer is None or deliverer is None:
@@ -649,7 +727,10 @@ class SnsHttpListener:
             )
             if unsubscribe_url:
                 message["UnsubscribeURL"] = unsubscribe_url
-            body = json.dumps(message, indent=2).encode()
+            document: dict[str, Any] = dict(message)
+            if attributes:
+                document["MessageAttributes"] = attributes
+            body = json.dumps(document, indent=2).encode()
         deliverer.put(Delivery(subscription.endpoint, headers, body, kind))
 
 

@@ -21,6 +21,7 @@ from proxy.listeners.sns_http import (
     SnsHttpListener,
     decode_endpoint,
     encode_endpoint,
+    published,
     restore_endpoints,
     string_to_sign,
     verify,
@@ -141,7 +142,12 @@ def test_confirmation_then_signed_notifications(
     confirmed = requests.get(confirmation.message["SubscribeURL"], timeout=30)
     arn = confirmed.text.split("<SubscriptionArn>")[1].split("<")[0]
     attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
-    published = sns.publish(TopicArn=topic, Message="hello", Subject="greeting")
+    published = sns.publish(
+        TopicArn=topic,
+        Message="hello",
+        Subject="greeting",
+        MessageAttributes={"color": {"DataType": "String", "StringValue": "red"}},
+    )
     notification = endpoint.wait_for(2)[1]
     listed = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
 
@@ -165,6 +171,7 @@ def test_confirmation_then_signed_notifications(
     assert message["Type"] == "Notification"
     assert message["MessageId"] == published["MessageId"]
     assert (message["Message"], message["Subject"]) == ("hello", "greeting")
+    assert message["MessageAttributes"] == {"color": {"Type": "String", "Value": "red"}}
     assert message["SignatureVersion"] == "1"
     assert _verified(message)
     assert not _verified({**message, "Message": "tampered"})
@@ -234,6 +241,31 @@ def test_an_endpoint_that_keeps_failing_is_given_up(
 
     assert endpoint.attempts == 1 + 3
     assert len(endpoint.received) == 1
+
+
+def test_published_messages_of_a_batch() -> None:
+    first, second = (
+        "PublishBatchRequestEntries.member.1.",
+        ("PublishBatchRequestEntries.member.2."),
+    )
+    attribute = first + "MessageAttributes.entry.1."
+    params = {
+        "Action": "PublishBatch",
+        first + "Id": "a",
+        first + "Message": "plain",
+        attribute + "Name": "n",
+        attribute + "Value.DataType": "Number",
+        attribute + "Value.StringValue": "5",
+        second + "Id": "b",
+        second + "Message": '{"default": "d", "http": "h"}',
+        second + "MessageStructure": "json",
+    }
+
+    assert published(params) == [
+        ("plain", {"n": {"Type": "Number", "Value": "5"}}),
+        ("d", {}),
+        ("h", {}),
+    ]
 
 
 def test_pure_helpers() -> None:
