@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,19 @@ class Result:
     seconds: float
     latencies: list[float]
     errors: int
+    cpu_seconds: float = 0.0
+
+    def merge(self, other: Result) -> None:
+        """Add another round of the same operation against the same target."""
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+        self.errors += other.errors
+        self.cpu_seconds += other.cpu_seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server-side CPU (all the target's processes) per request."""
+        return self.cpu_seconds / len(self.latencies) * 1000
 
     @property
     def rate(self) -> float:
@@ -114,22 +127,35 @@ def proxy_server(backend_url: str | None = None) -> Process:
     return Process(argv, port)
 
 
-@contextlib.contextmanager
-def target(name: str) -> Iterator[str]:
-    """Start the processes behind one target; yield the endpoint URL."""
-    started: list[Process] = []
-    try:
-        if name == "direct moto":
-            started.append(moto_server())
-        elif name == "proxy in-process":
-            started.append(proxy_server())
-        else:
-            started.append(moto_server())
-            started.append(proxy_server(started[0].url))
-        yield started[-1].url
-    finally:
-        for process in reversed(started):
-            process.stop()
+@dataclass
+class Target:
+    """One system under test: its endpoint and the processes that serve it."""
+
+    name: str
+    processes: list[Process]
+
+    @property
+    def url(self) -> str:
+        return self.processes[-1].url
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU of all its processes so far."""
+        total = 0.0
+        for process in self.processes:
+            fields = Path(f"/proc/{process.popen.pid}/stat").read_text()
+            values = fields.rsplit(")", 1)[1].split()
+            total += int(values[11]) + int(values[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+
+def start_target(name: str) -> Target:
+    """Start the processes behind one target, each with fresh state."""
+    if name == "direct moto":
+        return Target(name, [moto_server()])
+    if name == "proxy in-process":
+        return Target(name, [proxy_server()])
+    moto = moto_server()
+    return Target(name, [moto, proxy_server(moto.url)])
 
 
 def client(url: str, service: str, threads: int) -> Any:
@@ -145,15 +171,17 @@ def run_load(
     count: int,
     threads: int,
     call: Callable[[int, int], object],
+    first: int = 0,
 ) -> Result:
-    """`count` calls spread over `threads` threads; call(thread, index)."""
+    """`count` calls spread over `threads` threads: call(thread, index), with
+    indexes from `first` on."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
 
     def work(thread: int) -> None:
         mine = []
-        for index in range(count // threads):
+        for index in range(first, first + count // threads):
             began = time.perf_counter()
             try:
                 call(thread, index)
@@ -175,44 +203,82 @@ def run_load(
     return Result(name, operation, seconds, latencies, errors[0])
 
 
-def load_target(name: str, count: int, threads: int) -> list[Result]:
-    """Every operation against one freshly started target."""
-    results = []
-    with target(name) as url:
-        sqs, s3 = client(url, "sqs", threads), client(url, "s3", threads)
-        dynamodb = client(url, "dynamodb", threads)
-        # One queue per client thread: moto's SendMessage slows down with queue
-        # depth (shared/FACTS.md), which would measure moto, not the proxy.
-        queues = [
-            sqs.create_queue(QueueName=f"bench-{t}")["QueueUrl"] for t in range(threads)
-        ]
-        s3.create_bucket(Bucket="bench")
-        dynamodb.create_table(
-            TableName="bench",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        body = b"x" * 1024
+def operations(url: str, threads: int) -> dict[str, Callable[[int, int], object]]:
+    """The benchmarked calls against one endpoint, with what they need set up.
 
-        calls: dict[str, Callable[[int, int], object]] = {
-            "sqs.SendMessage": lambda t, i: sqs.send_message(
-                QueueUrl=queues[t], MessageBody=f"message {i}"
-            ),
-            "s3.PutObject": lambda t, i: s3.put_object(
-                Bucket="bench", Key=f"k-{t}-{i}", Body=body
-            ),
-            "s3.GetObject": lambda t, i: s3.get_object(
-                Bucket="bench", Key=f"k-{t}-{i}"
-            )["Body"].read(),
-            "dynamodb.PutItem": lambda t, i: dynamodb.put_item(
-                TableName="bench", Item={"id": {"S": f"{t}-{i}"}, "v": {"N": str(i)}}
-            ),
-        }
-        for operation in OPERATIONS:
-            log.info("%s: %s x %d on %d threads", name, operation, count, threads)
-            results.append(run_load(name, operation, count, threads, calls[operation]))
-    return results
+    Each call takes (thread, index); indexes are unique across rounds, and
+    GetObject reads the keys PutObject wrote in the same round.
+    """
+    sqs, s3 = client(url, "sqs", threads), client(url, "s3", threads)
+    dynamodb = client(url, "dynamodb", threads)
+    # One queue per client thread: moto's SendMessage slows down with queue
+    # depth (shared/FACTS.md), which would measure moto, not the proxy.
+    queues = [
+        sqs.create_queue(QueueName=f"bench-{t}")["QueueUrl"] for t in range(threads)
+    ]
+    s3.create_bucket(Bucket="bench")
+    dynamodb.create_table(
+        TableName="bench",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    body = b"x" * 1024
+    return {
+        "sqs.SendMessage": lambda t, i: sqs.send_message(
+            QueueUrl=queues[t], MessageBody=f"message {i}"
+        ),
+        "s3.PutObject": lambda t, i: s3.put_object(
+            Bucket="bench", Key=f"k-{t}-{i}", Body=body
+        ),
+        "s3.GetObject": lambda t, i: s3.get_object(Bucket="bench", Key=f"k-{t}-{i}")[
+            "Body"
+        ].read(),
+        "dynamodb.PutItem": lambda t, i: dynamodb.put_item(
+            TableName="bench", Item={"id": {"S": f"{t}-{i}"}, "v": {"N": str(i)}}
+        ),
+    }
+
+
+def run_all(count: int, threads: int, rounds: int) -> list[Result]:
+    """The load against every target, interleaved: each round runs every
+    operation against every target in turn, so that a change in the machine's
+    background load falls on all targets alike."""
+    targets = [start_target(name) for name in TARGETS]
+    try:
+        calls = {t.name: operations(t.url, threads) for t in targets}
+        totals: dict[tuple[str, str], Result] = {}
+        per_round = count // rounds
+        for round_ in range(rounds):
+            for operation in OPERATIONS:
+                # Rotate who goes first, so no target always runs first.
+                order = targets[round_ % 3 :] + targets[: round_ % 3]
+                for target in order:
+                    log.info(
+                        "round %d/%d: %s: %s x %d",
+                        round_ + 1,
+                        rounds,
+                        target.name,
+                        operation,
+                        per_round,
+                    )
+                    call = calls[target.name][operation]
+                    first = round_ * per_round // threads
+                    cpu = target.cpu_seconds()
+                    result = run_load(
+                        target.name, operation, per_round, threads, call, first
+                    )
+                    result.cpu_seconds = target.cpu_seconds() - cpu
+                    key = (target.name, operation)
+                    if key in totals:
+                        totals[key].merge(result)
+                    else:
+                        totals[key] = result
+        return list(totals.values())
+    finally:
+        for target in targets:
+            for process in reversed(target.processes):
+                process.stop()
 
 
 def report(results: list[Result]) -> bool:
@@ -221,7 +287,7 @@ def report(results: list[Result]) -> bool:
     met = True
     print(
         f"{'operation':<18} {'target':<17} {'req/s':>8} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'errors':>6} {'ratio':>6}  goal"
+        f"{'p99 ms':>8} {'cpu ms':>7} {'errors':>6} {'ratio':>6}  goal"
     )
     for operation in OPERATIONS:
         for result in (r for r in results if r.operation == operation):
@@ -235,12 +301,12 @@ def report(results: list[Result]) -> bool:
             print(
                 f"{operation:<18} {result.target:<17} {result.rate:>8.1f} "
                 f"{result.percentile(0.5):>8.1f} {result.percentile(0.99):>8.1f} "
-                f"{result.errors:>6} {ratio:>5.2f}x  {verdict}"
+                f"{result.cpu_ms:>7.2f} {result.errors:>6} {ratio:>5.2f}x  {verdict}"
             )
         if operation in LOCALSTACK:
             print(
                 f"{operation:<18} {'localstack-core':<17} {'':>8} {'':>8} {'':>8} "
-                f"{'':>6} {LOCALSTACK[operation]:>5.2f}x  reference (FACTS.md)"
+                f"{'':>7} {'':>6} {LOCALSTACK[operation]:>5.2f}x  reference (FACTS.md)"
             )
     return met
 
@@ -311,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="per operation")
     parser.add_argument("--threads", type=int, default=8, help="client threads")
     parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds (default 5)"
+    )
+    parser.add_argument(
         "--upload-mib", type=int, default=1024, help="size of the upload (1 GiB)"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -326,10 +395,9 @@ def main(argv: list[str] | None = None) -> int:
 
     met = True
     if args.part in ("all", "load"):
-        results = []
-        for name in TARGETS:
-            results += load_target(name, args.requests, args.threads)
-        met = report(results) and met
+        if args.requests % (args.rounds * args.threads):
+            parser.error("--requests must divide into --rounds x --threads")
+        met = report(run_all(args.requests, args.threads, args.rounds)) and met
     if args.part in ("all", "upload"):
         met = upload(args.upload_mib) and met
     return 0 if met else 1

@@ -56,15 +56,6 @@ class Gateway:
         self.buffer_limit = buffer_limit
         self.known = backend.services()
 
-    def start(self) -> None:
-        """Start the listeners that work in the background."""
-        self.chain.start(self.backend)
-
-    def close(self) -> None:
-        """Stop the listeners, then release the backend."""
-        self.chain.stop()
-        self.backend.close()
-
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:
@@ -87,6 +78,11 @@ class Gateway:
             )
 
         status = response.status_code
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        framed = "Content-Length" in response.headers
+        if isinstance(response.body, bytes) and not framed and not head:
+            # A listener's response may leave it out; clients need the framing.
+            response.headers["Content-Length"] = str(len(response.body))
         start_response(_status_line(status), list(response.headers.items()))
         access_log.info(
             "%s %s %s %d %.1fms",
@@ -96,7 +92,7 @@ class Gateway:
             status,
             (time.perf_counter() - started) * 1000,
         )
-        if environ.get("REQUEST_METHOD") == "HEAD":
+        if head:
             _close(response.body)
             return []
         body = response.body
@@ -129,6 +125,8 @@ class Gateway:
             except ProxyError as exc:
                 log.warning("%s %s: %s", match.service, match.operation, exc)
                 answer = render_error(exc, match.protocol)
+            else:
+                answer = aws_shaped(answer, match)
         if not ran:
             return answer
         return self.chain.respond(chain, ran, request, answer)
@@ -150,6 +148,41 @@ class Gateway:
             {"Content-Type": "application/json", "Content-Length": str(len(body))}
         )
         return Response(200, headers, body)
+
+
+# AWS error codes for the statuses a backend's HTML error pages carry.
+_HTML_ERROR_CODES = {
+    400: "BadRequest",
+    403: "AccessDenied",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    500: "InternalFailure",
+    501: "NotImplemented",
+    503: "ServiceUnavailable",
+}
+
+
+def aws_shaped(response: Response, match: ServiceMatch) -> Response:
+    """The response, or an AWS error in its place when the backend answered an
+    error with an HTML page (moto does, for its own failures)."""
+    content_type = response.headers.get("Content-Type", "")
+    if response.status_code < 400 or not content_type.startswith("text/html"):
+        return response
+    _close(response.body)
+    status = response.status_code
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    log.warning(
+        "%s %s: the backend answered %d with an HTML page; sent an AWS error",
+        match.service,
+        match.operation,
+        status,
+    )
+    code = _HTML_ERROR_CODES.get(status, phrase.replace(" ", ""))
+    message = f"the backend answered {status} {phrase}; see the backend's log"
+    return error_response(match.protocol, status, code, message)
 
 
 def read_request(environ: dict[str, Any], buffer_limit: int) -> Request:

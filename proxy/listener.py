@@ -15,10 +15,10 @@ request) and where it goes in the chain (`order`, lower first; ties by name).
 `forward_request` runs in that order, `return_response` in reverse, and only
 for the listeners whose `forward_request` ran.
 
-A listener that works in the background (delivering, sweeping) may also have
-`start(backend)`, called once before the proxy serves with the backend it can
-send its own requests to, and `stop()`, called when the proxy stops; `stop`
-must end its threads.
+A listener that works in the background, or sends requests of its own, may
+also have `start(context)` and `stop()`: the server calls them once, after it
+binds and when it stops. The `ListenerContext` holds the proxy's URL and the
+backend, whose `send` skips the chain.
 """
 
 from __future__ import annotations
@@ -59,6 +59,15 @@ class Listener(Protocol):
 
 
 @dataclass(frozen=True)
+class ListenerContext:
+    """What a listener's `start` receives: where clients reach the proxy, and
+    the backend to send requests to directly."""
+
+    url: str
+    backend: Backend
+
+
+@dataclass(frozen=True)
 class Registration:
     """One listener in the chain, with the name it was registered under."""
 
@@ -83,25 +92,6 @@ class ListenerChain:
         self._all.sort(key=lambda r: (r.order, r.name))
         self._by_service.clear()
 
-    def start(self, backend: Backend) -> None:
-        """Call `start(backend)` on the listeners that have one, in order."""
-        for registration in self._all:
-            start = getattr(registration.listener, "start", None)
-            if start is not None:
-                start(backend)
-
-    def stop(self) -> None:
-        """Call `stop()` on the listeners that have one, in reverse order; one
-        that raises is logged and the others still stop."""
-        for registration in reversed(self._all):
-            stop = getattr(registration.listener, "stop", None)
-            if stop is None:
-                continue
-            try:
-                stop()
-            except Exception:
-                log.exception("listener %s raised in stop", registration.name)
-
     @property
     def registrations(self) -> Sequence[Registration]:
         """Every listener, global and per service, in order."""
@@ -114,6 +104,30 @@ class ListenerChain:
             chain = [r for r in self._all if r.service in (None, service)]
             self._by_service[service] = chain
         return chain
+
+    def start(self, context: ListenerContext) -> None:
+        """Call `start(context)` on every listener that has one, in order."""
+        for registration in self._all:
+            start = getattr(registration.listener, "start", None)
+            if start is None:
+                continue
+            try:
+                start(context)
+            except Exception as exc:
+                raise ListenerLoadError(
+                    f"listener {registration.name} failed to start: {exc}"
+                ) from exc
+
+    def stop(self) -> None:
+        """Call `stop()` on every listener that has one, in reverse order."""
+        for registration in reversed(self._all):
+            stop = getattr(registration.listener, "stop", None)
+            if stop is None:
+                continue
+            try:
+                stop()
+            except Exception:
+                log.exception("listener %s failed to stop", registration.name)
 
     def forward(
         self, chain: list[Registration], request: Request

@@ -16,6 +16,7 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi
 
 from proxy.gateway import Gateway
+from proxy.listener import ListenerContext
 from proxy.render import error_response
 from proxy.services import REST_XML
 
@@ -115,9 +116,10 @@ class ProxyServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the listeners, bind and serve in a background thread."""
-        self.gateway.start()
+        """Bind and serve in a background thread."""
         self._server.prepare()
+        context = ListenerContext(self.url, self.gateway.backend)
+        self.gateway.chain.start(context)
         self._thread = threading.Thread(
             target=self._server.serve, name="proxy-server", daemon=True
         )
@@ -134,9 +136,11 @@ class ProxyServer:
         return f"http://{self._server.bind_addr[0]}:{self.port}"
 
     def stop(self) -> None:
-        """Stop accepting, finish the requests in progress, stop the listeners
-        and release the backend."""
+        """Stop accepting, finish the requests in progress, release the backend."""
+        if self._thread is None:
+            return
         self._server.stop()
-        if self._thread is not None:
-            self._thread.join(10)
-        self.gateway.close()
+        self._thread.join(10)
+        self._thread = None
+        self.gateway.chain.stop()
+        self.gateway.backend.close()

@@ -82,6 +82,10 @@ ALIASES: dict[str, str] = {
     "data.iot": "iotdata",
 }
 
+# API Gateway's invocation endpoint: by path, or by the API's own host name.
+INVOKE = "execute-api"
+_INVOKE_PATH = re.compile(r"^/restapis/[^/]+/[^/]+/_user_request_(?:/|$)")
+_INVOKE_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.")
 _CREDENTIAL = re.compile(r"Credential=[^/,\s]*/[^/]*/[^/]*/([^/,\s]+)/")
 _S3_HOST = re.compile(r"^(?P<bucket>.+?)\.s3[.-](?:[^.]+\.)*[^.:]+(?::\d+)?$")
 _LOCAL_HOST = re.compile(r"^(?P<bucket>[^.:]+(?:\.[^.:]+)*)\.localhost(?::\d+)?$")
@@ -113,6 +117,10 @@ def detect_service(
     raw_path, _, query = path.partition("?")
     target = headers.get("X-Amz-Target")
     scope = credential_service(headers.get("Authorization"), query)
+
+    # Invocations of deployed REST APIs, whatever signs them.
+    if _INVOKE_PATH.match(raw_path) or _INVOKE_HOST.match(headers.get("Host", "")):
+        return ServiceMatch(INVOKE, REST_JSON, f"{method} {raw_path}")
 
     # JSON protocol: the target says both service and operation.
     if target:
@@ -252,7 +260,8 @@ def _bucket_operation(method: str, params: set[str]) -> str:
         return "DeleteObjects"
     for name, noun in _BUCKET_SUBRESOURCES.items():
         if name in params and method in _VERBS:
-            return ("List" if noun.endswith("s") else _VERBS[method]) + noun
+            listing = name in ("uploads", "versions")
+            return ("List" if listing else _VERBS[method]) + noun
     return {
         "PUT": "CreateBucket",
         "HEAD": "HeadBucket",

@@ -45,6 +45,7 @@ from typing import Any
 from werkzeug.datastructures import Headers
 
 from proxy.backend import Backend
+from proxy.listener import ListenerContext
 from proxy.listeners._aws import Caller, backend_request, caller
 from proxy.messages import Body, Response
 
@@ -177,9 +178,9 @@ class DynamoDbTtlListener:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, backend: Backend) -> None:
+    def start(self, context: ListenerContext) -> None:
         """Start sweeping `backend`."""
-        self._backend = backend
+        self._backend = context.backend
         self._stopping.clear()
         self._thread = threading.Thread(
             target=self._run, name="dynamodb-ttl", daemon=True

@@ -30,6 +30,7 @@ from urllib.parse import quote
 from werkzeug.datastructures import Headers
 
 from proxy.backend import Backend
+from proxy.listener import ListenerContext
 from proxy.listeners._aws import backend_request, caller
 from proxy.listeners.cors import CorsClaimed
 from proxy.messages import Body, Request, Response
@@ -166,9 +167,9 @@ class S3CorsListener:
     def __init__(self) -> None:
         self._backend: Backend | None = None
 
-    def start(self, backend: Backend) -> None:
+    def start(self, context: ListenerContext) -> None:
         """Keep the backend that holds the buckets' configurations."""
-        self._backend = backend
+        self._backend = context.backend
 
     def stop(self) -> None:
         """Nothing runs in the background."""

@@ -34,7 +34,7 @@ Publish with a 500). This listener takes delivery over:
 Subscriptions, tokens and confirmations live in the proxy's memory: after the
 proxy restarts in front of a remote moto server, the subscriptions made before
 are unknown to it and receive nothing until subscribed again. The backend must
-reach the proxy at the host the client used for Subscribe.
+reach the proxy at the URL it listens on.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from werkzeug.datastructures import Headers
 
-from proxy.backend import Backend
+from proxy.listener import ListenerContext
 from proxy.messages import Body, Request, Response
 from proxy.render import error_response
 from proxy.services import QUERY
@@ -438,10 +438,12 @@ class SnsHttpListener:
         # moto hands notifications over without them.
         self._in_flight: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._signer: Signer | None = None
+        self._proxy_url = ""
         self._deliverer: Deliverer | None = None
 
-    def start(self, backend: Backend) -> None:
+    def start(self, context: ListenerContext) -> None:
         """Generate the signing key and start the delivery threads."""
+        self._proxy_url = context.url.rstrip("/")
         self._signer = Signer()
         self._deliverer = Deliverer(self.policy, self._workers)
         self._deliverer.start()
@@ -464,7 +466,8 @@ class SnsHttpListener:
         if action == "ConfirmSubscription":
             return self._confirm(params)
         if action == "Subscribe" and params.get("Protocol") in ("http", "https"):
-            return _with_delivery_url(path, params, headers)
+            proxy_url = self._proxy_url or f"http://{headers.get('Host', 'localhost')}"
+            return _with_delivery_url(proxy_url, path, params, headers)
         if action in ("Publish", "PublishBatch"):
             self._track_publish(params, add=True)
         return True
@@ -748,13 +751,14 @@ _WATCHED = frozenset(
 )
 
 
-def _with_delivery_url(path: str, params: dict[str, str], headers: Headers) -> Request:
+def _with_delivery_url(
+    proxy_url: str, path: str, params: dict[str, str], headers: Headers
+) -> Request:
     """The Subscribe call with the endpoint replaced by the proxy's delivery
     URL for it, as a form body."""
-    host = headers.get("Host", "localhost")
     params = dict(params)
     params["Endpoint"] = (
-        f"http://{host}{DELIVER_PREFIX}{encode_endpoint(params['Endpoint'])}"
+        f"{proxy_url}{DELIVER_PREFIX}{encode_endpoint(params['Endpoint'])}"
     )
     body = urlencode(params).encode()
     new_headers = Headers(headers)

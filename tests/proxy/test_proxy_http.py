@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import cheroot.wsgi
 import pytest
 import requests
 from botocore.exceptions import ClientError
@@ -185,22 +186,66 @@ def echo_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     return [body]
 
 
+def html_error_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """A backend that fails the way moto's Flask apps do: with an HTML page."""
+    body = b"<!doctype html><title>500 Internal Server Error</title><p>boom</p>"
+    start_response(
+        "500 INTERNAL SERVER ERROR",
+        [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "66")],
+    )
+    return [body]
+
+
+AppProxy = Callable[[Any], RunningProxy]
+
+
 @pytest.fixture(params=["in-process", "remote"])
-def echo_proxy(request: pytest.FixtureRequest) -> Iterator[RunningProxy]:
-    servers = []
-    if request.param == "remote":
-        echo = ProxyServer(Gateway(InProcessBackend(echo_app)), port=0)
-        echo.start()
-        servers.append(echo)
-        backend: Any = RemoteBackend(echo.url)
-    else:
-        backend = InProcessBackend(echo_app)
-    proxy = ProxyServer(Gateway(backend, ListenerChain()), port=0)
-    proxy.start()
-    servers.append(proxy)
-    yield RunningProxy(proxy, str(request.param))
-    for server in reversed(servers):
+def app_proxy(request: pytest.FixtureRequest) -> Iterator[AppProxy]:
+    """The proxy in front of a WSGI app: called in process, or served by plain
+    cheroot and reached over the remote backend."""
+    started: list[Any] = []
+
+    def make(app: Any) -> RunningProxy:
+        if request.param == "remote":
+            server = cheroot.wsgi.Server(("127.0.0.1", 0), app, numthreads=4)
+            server.prepare()
+            threading.Thread(target=server.serve, daemon=True).start()
+            started.append(server)
+            backend: Any = RemoteBackend(f"http://127.0.0.1:{server.bind_addr[1]}")
+        else:
+            backend = InProcessBackend(app)
+        proxy = ProxyServer(Gateway(backend, ListenerChain()), port=0)
+        proxy.start()
+        started.append(proxy)
+        return RunningProxy(proxy, str(request.param))
+
+    yield make
+    for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def echo_proxy(app_proxy: AppProxy) -> RunningProxy:
+    return app_proxy(echo_app)
+
+
+def test_a_backend_html_error_page_becomes_an_aws_error(app_proxy: AppProxy) -> None:
+    proxy = app_proxy(html_error_app)
+
+    xml = requests.get(proxy.url + "/bucket/key", timeout=30)
+    as_json = requests.post(
+        proxy.url + "/",
+        headers={"X-Amz-Target": "DynamoDB_20120810.ListTables"},
+        data=b"{}",
+        timeout=30,
+    )
+
+    assert xml.status_code == 500
+    assert xml.headers["Content-Type"] == "application/xml"
+    assert b"<Code>InternalFailure</Code>" in xml.content
+    assert b"html" not in xml.content
+    assert as_json.status_code == 500
+    assert as_json.json()["__type"] == "InternalFailure"
 
 
 def test_headers_end_to_end_pass_and_hop_by_hop_stop(echo_proxy: RunningProxy) -> None:

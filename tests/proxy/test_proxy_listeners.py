@@ -16,7 +16,12 @@ from proxy_support import ProxyFactory, unique
 from werkzeug.datastructures import Headers
 
 from proxy.errors import ListenerLoadError
-from proxy.listener import load_entry_points, load_factory, register
+from proxy.listener import (
+    ListenerContext,
+    load_entry_points,
+    load_factory,
+    register,
+)
 from proxy.messages import Body, Request, Response
 
 
@@ -218,6 +223,29 @@ def test_an_answer_stops_the_chain_and_only_those_that_ran_see_it(
         "return answers 204",
         "return first 204",
     ]
+
+
+class Lifecycle(Scripted):
+    """A listener with `start` and `stop`, which sends a request of its own."""
+
+    def start(self, context: ListenerContext) -> None:
+        answer = context.backend.send(Request("GET", "/", b"", Headers()))
+        self.calls.append(f"start {context.url} {answer.status_code}")
+        answer.content  # noqa: B018  (reads and releases the backend's body)
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+
+def test_listeners_start_with_a_context_and_stop(make_proxy: ProxyFactory) -> None:
+    listener = Lifecycle("life")
+    proxy = make_proxy(register("life", listener))
+    started = list(listener.calls)
+
+    proxy.server.stop()
+
+    assert started == [f"start {proxy.url} 200"]
+    assert listener.calls[-1] == "stop"
 
 
 def test_listeners_load_from_entry_points(
