@@ -60,12 +60,20 @@ from xml.sax.saxutils import escape
 
 import requests
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from werkzeug.datastructures import Headers
 
 from proxy.listener import ListenerContext
+from proxy.listeners._aws import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_REGION,
+    Caller,
+    backend_request,
+    caller,
+)
 from proxy.messages import Body, Request, Response
 from proxy.render import error_response
 from proxy.services import QUERY
@@ -152,7 +160,7 @@ def verify(message: Mapping[str, str], certificate_pem: bytes) -> bool:
             padding.PKCS1v15(),
             _hash(message["SignatureVersion"]),
         )
-    except Exception:
+    except InvalidSignature:
         return False
     return True
 
@@ -302,6 +310,7 @@ class Subscription:
     topic_arn: str
     endpoint: str
     base_url: str
+    access_key: str = DEFAULT_ACCESS_KEY
     tokens: set[str] = field(default_factory=set)
     confirmed: bool = False
     raw: bool = False
@@ -470,6 +479,8 @@ class SnsHttpListener:
             return _with_delivery_url(proxy_url, path, params, headers)
         if action in ("Publish", "PublishBatch"):
             self._track_publish(params, add=True)
+        if action == "Unsubscribe" and "Authorization" not in headers:
+            return self._unsubscribe_url(method, path, data, params)
         return True
 
     def return_response(
@@ -494,6 +505,8 @@ class SnsHttpListener:
                 self._subscriptions.pop(params.get("SubscriptionArn", ""), None)
         elif action == "GetSubscriptionAttributes":
             body = self._pending_attribute(params, body)
+        elif action in ("ListSubscriptions", "ListSubscriptionsByTopic"):
+            body = self._pending_arns(body)
         if DELIVER_PREFIX.encode() in body:
             body = restore_endpoints(body)
         response.body = body
@@ -545,6 +558,19 @@ class SnsHttpListener:
                 attributes = (self._in_flight.get(key) or [{}])[0]
             self._notify(found[0], notification, attributes)
         return Response(200, Headers({"Content-Length": "0"}), b"")
+
+    def _unsubscribe_url(
+        self, method: str, path: str, data: Body, params: Mapping[str, str]
+    ) -> Request:
+        """A visit of an UnsubscribeURL, signed as the subscriber: the backend
+        (moto) tells services apart by the credential scope."""
+        arn = params.get("SubscriptionArn", "")
+        with self._lock:
+            subscription = self._subscriptions.get(arn)
+        access_key = subscription.access_key if subscription else DEFAULT_ACCESS_KEY
+        region = arn.split(":")[3] if arn.count(":") >= 5 else DEFAULT_REGION
+        body = data if isinstance(data, bytes) else b""
+        return backend_request(Caller(access_key, region), "sns", method, path, body)
 
     def _track_publish(self, params: Mapping[str, str], add: bool) -> None:
         topic_arn = params.get("TopicArn") or params.get("TargetArn") or ""
@@ -599,7 +625,11 @@ class SnsHttpListener:
             subscription = self._subscriptions.get(arn)
             if subscription is None:
                 subscription = Subscription(
-                    arn, params["TopicArn"], endpoint, f"http://{host}"
+                    arn,
+                    params["TopicArn"],
+                    endpoint,
+                    f"http://{host}",
+                    caller(headers).access_key,
                 )
                 subscription.raw = raw.lower() == "true"
                 self._subscriptions[arn] = subscription
@@ -644,6 +674,24 @@ class SnsHttpListener:
             subscription = self._subscriptions.get(params.get("SubscriptionArn", ""))
             pending = subscription is not None and not subscription.confirmed
         return _PENDING_ATTRIBUTE.sub(rb"\1true\2", body) if pending else body
+
+    def _pending_arns(self, body: bytes) -> bytes:
+        """SNS lists a pending subscription as `PendingConfirmation`."""
+        with self._lock:
+            pending = {
+                arn.encode()
+                for arn, subscription in self._subscriptions.items()
+                if not subscription.confirmed
+            }
+        if not pending:
+            return body
+
+        def listed(match: re.Match[bytes]) -> bytes:
+            if match.group(1) in pending:
+                return b"<SubscriptionArn>PendingConfirmation</SubscriptionArn>"
+            return match.group(0)
+
+        return _ARN.sub(listed, body)
 
     # Messages.
 

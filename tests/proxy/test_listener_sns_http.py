@@ -136,6 +136,7 @@ def test_confirmation_then_signed_notifications(
 
     pending = sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=endpoint.url)
     confirmation = endpoint.wait_for(1)[0]
+    listed_pending = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     sns.publish(TopicArn=topic, Message="too early")
     time.sleep(0.5)
     early = list(endpoint.received)
@@ -150,8 +151,11 @@ def test_confirmation_then_signed_notifications(
     )
     notification = endpoint.wait_for(2)[1]
     listed = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    unsubscribed = requests.get(notification.message["UnsubscribeURL"], timeout=30)
+    left = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
 
     assert pending["SubscriptionArn"] == "pending confirmation"
+    assert [s["SubscriptionArn"] for s in listed_pending] == ["PendingConfirmation"]
     assert confirmation.path == "/hook"
     assert confirmation.headers["x-amz-sns-message-type"] == "SubscriptionConfirmation"
     assert confirmation.headers["x-amz-sns-topic-arn"] == topic
@@ -164,7 +168,9 @@ def test_confirmation_then_signed_notifications(
     assert arn.startswith(topic + ":")
     assert attributes["PendingConfirmation"] == "false"
     assert attributes["Endpoint"] == endpoint.url
-    assert [s["Endpoint"] for s in listed] == [endpoint.url]
+    assert [(s["SubscriptionArn"], s["Endpoint"]) for s in listed] == [
+        (arn, endpoint.url)
+    ]
     assert notification.headers["x-amz-sns-message-type"] == "Notification"
     assert notification.headers["x-amz-sns-subscription-arn"] == arn
     message = notification.message
@@ -175,6 +181,8 @@ def test_confirmation_then_signed_notifications(
     assert message["SignatureVersion"] == "1"
     assert _verified(message)
     assert not _verified({**message, "Message": "tampered"})
+    assert unsubscribed.status_code == 200
+    assert left == []
 
 
 def test_a_pending_subscription_says_so(
