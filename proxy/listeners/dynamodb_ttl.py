@@ -45,6 +45,7 @@ from typing import Any
 from werkzeug.datastructures import Headers
 
 from proxy.backend import Backend
+from proxy.errors import ProxyError
 from proxy.listener import ListenerContext
 from proxy.listeners._aws import Caller, backend_request, caller
 from proxy.messages import Body, Response
@@ -233,6 +234,8 @@ class DynamoDbTtlListener:
         while not self._stopping.wait(self.interval):
             try:
                 self.sweep()
+            except (ProxyError, DynamoDbError) as exc:
+                log.warning("DynamoDB TTL sweep stopped early: %s", exc)
             except Exception:
                 log.exception("DynamoDB TTL sweep failed; trying again next time")
 

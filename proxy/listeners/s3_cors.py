@@ -30,6 +30,7 @@ from urllib.parse import quote
 from werkzeug.datastructures import Headers
 
 from proxy.backend import Backend
+from proxy.errors import ProxyError
 from proxy.listener import ListenerContext
 from proxy.listeners._aws import backend_request, caller
 from proxy.listeners.cors import CorsClaimed
@@ -218,8 +219,13 @@ class S3CorsListener:
         request = backend_request(
             caller(headers, query), "s3", "GET", f"/{quote(bucket)}?cors"
         )
-        answer = self._backend.send(request)
-        content = answer.content
+        try:
+            answer = self._backend.send(request)
+            content = answer.content
+        except ProxyError as exc:
+            # The request itself will meet the same backend and its error.
+            log.warning("GetBucketCors for %s failed: %s", bucket, exc)
+            return None
         if answer.status_code == 200:
             return parse_cors_configuration(content)
         if b"NoSuchCORSConfiguration" in content:

@@ -102,7 +102,7 @@ def test_environment_sets_port_backend_and_log_level(served: list[Served]) -> No
         "reachable": False,
     }
     assert health["provenance"] is None
-    assert [r["name"] for r in health["listeners"]] == ["cors"]
+    assert "cors" in [r["name"] for r in health["listeners"]]
     assert listed.status_code == 502
     assert "proxy.access" not in stderr
     assert code == 0
