@@ -45,7 +45,7 @@ from typing import Any
 from werkzeug.datastructures import Headers
 
 from proxy.backend import Backend
-from proxy.errors import ProxyError
+from proxy.errors import ListenerLoadError, ProxyError
 from proxy.listener import ListenerContext
 from proxy.listeners._aws import Caller, backend_request, caller
 from proxy.messages import Body, Response
@@ -71,9 +71,16 @@ class DynamoDbError(Exception):
 
 def sweep_interval(env: Mapping[str, str] = os.environ) -> float:
     """Seconds between sweeps, from `PROXY_DYNAMODB_TTL_INTERVAL`."""
-    value = float(env.get("PROXY_DYNAMODB_TTL_INTERVAL", "30"))
+    text = env.get("PROXY_DYNAMODB_TTL_INTERVAL", "30")
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
     if value <= 0:
-        raise ValueError(f"PROXY_DYNAMODB_TTL_INTERVAL={value} must be positive")
+        raise ListenerLoadError(
+            f"PROXY_DYNAMODB_TTL_INTERVAL={text!r} is not a positive number of "
+            "seconds; fix or unset it"
+        )
     return value
 
 

@@ -29,7 +29,9 @@ Publish with a 500). This listener takes delivery over:
   and so on up to `max_delay` (defaults 3, 1 s and 20 s; env
   `PROXY_SNS_RETRIES`, `PROXY_SNS_RETRY_DELAY`, `PROXY_SNS_MAX_DELAY`); each
   attempt times out after `PROXY_SNS_TIMEOUT` seconds (15, as SNS). Then the
-  message is dropped and a warning logged.
+  message is dropped and a warning logged. https endpoints need a certificate
+  the proxy trusts, as SNS does; `PROXY_SNS_VERIFY_TLS` may name a CA bundle
+  or be `false` for self-signed local endpoints.
 
 Subscriptions, tokens and confirmations live in the proxy's memory: after the
 proxy restarts in front of a remote moto server, the subscriptions made before
@@ -66,6 +68,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from werkzeug.datastructures import Headers
 
+from proxy.errors import ListenerLoadError
 from proxy.listener import ListenerContext
 from proxy.listeners._aws import (
     DEFAULT_ACCESS_KEY,
@@ -249,27 +252,52 @@ def message_attributes(params: Mapping[str, str], prefix: str) -> dict[str, Any]
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how soon a failed delivery is tried again."""
+class DeliveryPolicy:
+    """How often and how soon a failed delivery is tried again, how long an
+    attempt may take, and how an https endpoint's certificate is checked
+    (`verify`: True, False, or the path of a CA bundle)."""
 
     retries: int = 3
     delay: float = 1.0
     max_delay: float = 20.0
     timeout: float = 15.0
+    verify: bool | str = True
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> RetryPolicy:
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> DeliveryPolicy:
         """The policy with `PROXY_SNS_*` overrides."""
+        text = env.get("PROXY_SNS_VERIFY_TLS", "true")
+        verify: bool | str = text
+        if text.lower() in ("true", "1", "yes"):
+            verify = True
+        elif text.lower() in ("false", "0", "no"):
+            verify = False
         return cls(
-            retries=int(env.get("PROXY_SNS_RETRIES", cls.retries)),
-            delay=float(env.get("PROXY_SNS_RETRY_DELAY", cls.delay)),
-            max_delay=float(env.get("PROXY_SNS_MAX_DELAY", cls.max_delay)),
-            timeout=float(env.get("PROXY_SNS_TIMEOUT", cls.timeout)),
+            retries=int(_number(env, "PROXY_SNS_RETRIES", cls.retries)),
+            delay=_number(env, "PROXY_SNS_RETRY_DELAY", cls.delay),
+            max_delay=_number(env, "PROXY_SNS_MAX_DELAY", cls.max_delay),
+            timeout=_number(env, "PROXY_SNS_TIMEOUT", cls.timeout),
+            verify=verify,
         )
 
     def wait_before(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1 for the first)."""
         return float(min(self.delay * 2 ** (retry - 1), self.max_delay))
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        raise ListenerLoadError(
+            f"{name}={value!r} is not a number of at least 0; fix or unset it"
+        )
+    return number
 
 
 def failed(status: int) -> bool:
@@ -330,7 +358,7 @@ class Delivery:
 class Deliverer:
     """Worker threads that POST deliveries and retry them per the policy."""
 
-    def __init__(self, policy: RetryPolicy, workers: int = 4) -> None:
+    def __init__(self, policy: DeliveryPolicy, workers: int = 4) -> None:
         self.policy = policy
         self._workers = workers
         self._due: list[tuple[float, int, Delivery]] = []
@@ -340,6 +368,7 @@ class Deliverer:
         self._threads: list[threading.Thread] = []
         self._session = requests.Session()
         self._session.trust_env = False
+        self._session.verify = policy.verify
 
     def start(self) -> None:
         """Start the worker threads."""
@@ -436,8 +465,8 @@ class SnsHttpListener:
     service: str | None = None
     order = 40
 
-    def __init__(self, policy: RetryPolicy | None = None, workers: int = 4) -> None:
-        self.policy = policy or RetryPolicy.from_env()
+    def __init__(self, policy: DeliveryPolicy | None = None, workers: int = 4) -> None:
+        self.policy = policy or DeliveryPolicy.from_env()
         self._workers = workers
         self._lock = threading.Lock()
         self._subscriptions: dict[str, Subscription] = {}

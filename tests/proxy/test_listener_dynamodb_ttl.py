@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from proxy_support import ProxyFactory, RunningProxy, unique
 
+from proxy.errors import ListenerLoadError
 from proxy.listener import register
 from proxy.listeners.dynamodb_ttl import (
     TTL_IDENTITY,
@@ -148,5 +149,7 @@ def test_record_marking_matches_table_keys_and_time() -> None:
 def test_the_interval_comes_from_the_environment() -> None:
     assert sweep_interval({}) == 30
     assert sweep_interval({"PROXY_DYNAMODB_TTL_INTERVAL": "0.5"}) == 0.5
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ListenerLoadError, match="'0' is not a positive number"):
         sweep_interval({"PROXY_DYNAMODB_TTL_INTERVAL": "0"})
+    with pytest.raises(ListenerLoadError, match="'soon' is not a positive number"):
+        sweep_interval({"PROXY_DYNAMODB_TTL_INTERVAL": "soon"})

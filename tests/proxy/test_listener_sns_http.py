@@ -15,19 +15,21 @@ import pytest
 import requests
 from proxy_support import ProxyFactory, RunningProxy, unique
 
+from proxy.errors import ListenerLoadError
 from proxy.listener import register
 from proxy.listeners.sns_http import (
-    RetryPolicy,
+    DeliveryPolicy,
     SnsHttpListener,
     decode_endpoint,
     encode_endpoint,
+    failed,
     published,
     restore_endpoints,
     string_to_sign,
     verify,
 )
 
-FAST_RETRIES = RetryPolicy(retries=3, delay=0.2, max_delay=0.5, timeout=5)
+FAST_RETRIES = DeliveryPolicy(retries=3, delay=0.2, max_delay=0.5, timeout=5)
 
 
 @dataclass
@@ -239,7 +241,7 @@ def test_raw_delivery_and_retries_after_failures(
 def test_an_endpoint_that_keeps_failing_is_given_up(
     make_proxy: ProxyFactory, endpoint: Endpoint
 ) -> None:
-    policy = RetryPolicy(retries=2, delay=0.1, max_delay=0.1, timeout=5)
+    policy = DeliveryPolicy(retries=2, delay=0.1, max_delay=0.1, timeout=5)
     proxy = make_proxy(register("sns-http", SnsHttpListener(policy)))
     sns, topic, _ = _subscribe_and_confirm(proxy, endpoint)
 
@@ -249,6 +251,36 @@ def test_an_endpoint_that_keeps_failing_is_given_up(
 
     assert endpoint.attempts == 1 + 3
     assert len(endpoint.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("retry", "wait"), [(1, 1.0), (2, 2.0), (3, 4.0), (6, 20.0)], ids=str
+)
+def test_retries_back_off_exponentially_up_to_the_limit(
+    retry: int, wait: float
+) -> None:
+    assert DeliveryPolicy().wait_before(retry) == wait
+
+
+def test_the_delivery_policy_comes_from_the_environment() -> None:
+    policy = DeliveryPolicy.from_env(
+        {"PROXY_SNS_RETRIES": "5", "PROXY_SNS_VERIFY_TLS": "false"}
+    )
+
+    assert (policy.retries, policy.delay, policy.verify) == (5, 1.0, False)
+    assert DeliveryPolicy.from_env({}).verify is True
+    assert DeliveryPolicy.from_env({"PROXY_SNS_VERIFY_TLS": "/ca.pem"}).verify == (
+        "/ca.pem"
+    )
+    with pytest.raises(ListenerLoadError, match="PROXY_SNS_RETRIES='many'"):
+        DeliveryPolicy.from_env({"PROXY_SNS_RETRIES": "many"})
+    assert [failed(s) for s in (200, 404, 499, 500, 102)] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_published_messages_of_a_batch() -> None:
