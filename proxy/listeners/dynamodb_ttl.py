@@ -120,9 +120,12 @@ def record_time(record: Mapping[str, Any]) -> float | None:
         return float(value)
     if isinstance(value, str):
         try:
-            return datetime.datetime.fromisoformat(value).timestamp()
+            moment = datetime.datetime.fromisoformat(value)
         except ValueError:
             return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
     return None
 
 

@@ -17,6 +17,7 @@ from proxy.listeners.dynamodb_ttl import (
     Deletion,
     DynamoDbTtlListener,
     mark_ttl_records,
+    record_time,
     sweep_interval,
     table_of_iterator,
 )
@@ -144,6 +145,17 @@ def test_record_marking_matches_table_keys_and_time() -> None:
     assert mark_ttl_records(other_table, table + "2", [deletion]) == 0
     assert table_of_iterator(table + "/stream/2026|1|abc") == table
     assert table_of_iterator("opaque") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1700000000, 1700000000.0, "2023-11-14T22:13:20", "2023-11-14T22:13:20+00:00"],
+    ids=["int", "float", "naive-iso", "utc-iso"],
+)
+def test_record_times_are_read_as_utc(value: object) -> None:
+    record = {"dynamodb": {"ApproximateCreationDateTime": value}}
+
+    assert record_time(record) == 1700000000.0
 
 
 def test_the_interval_comes_from_the_environment() -> None:
