@@ -352,16 +352,27 @@ def upload(size_mib: int) -> bool:
         s3.put_object(Bucket="upload", Key="big", Body=GeneratedFile(size_mib << 20))
         seconds = time.perf_counter() - began
         stored = s3.head_object(Bucket="upload", Key="big")["ContentLength"]
+        upload_peak = proxy.peak_rss_mib()
+
+        log.info("downloading it again through the proxy")
+        began = time.perf_counter()
+        body = s3.get_object(Bucket="upload", Key="big")["Body"]
+        received = sum(len(chunk) for chunk in body.iter_chunks(1 << 20))
+        download_seconds = time.perf_counter() - began
         proxy_peak, moto_peak = proxy.peak_rss_mib(), moto.peak_rss_mib()
     finally:
         proxy.stop()
         moto.stop()
-    ok = stored == size_mib << 20 and proxy_peak < RSS_LIMIT_MIB
+    ok = stored == size_mib << 20 and upload_peak < RSS_LIMIT_MIB
     print(
         f"upload {size_mib} MiB through the remote-backend proxy: {seconds:.1f} s, "
         f"{size_mib / seconds:.0f} MiB/s; stored {stored} bytes; peak RSS proxy "
-        f"{proxy_peak:.0f} MiB (goal < {RSS_LIMIT_MIB}: "
-        f"{'met' if ok else 'MISSED'}), moto server {moto_peak:.0f} MiB"
+        f"{upload_peak:.0f} MiB (goal < {RSS_LIMIT_MIB}: {'met' if ok else 'MISSED'})"
+    )
+    print(
+        f"download {size_mib} MiB through the remote-backend proxy: "
+        f"{download_seconds:.1f} s, received {received} bytes; peak RSS proxy "
+        f"{proxy_peak:.0f} MiB, moto server {moto_peak:.0f} MiB"
     )
     return ok
 

@@ -1,8 +1,8 @@
 """Backends: where the proxy forwards a request that no listener answered.
 
 `InProcessBackend` calls moto's WSGI application in the proxy's own process (no
-second hop); `RemoteBackend` forwards to a moto server at a URL over a pooled
-keep-alive session, streaming bodies both ways.
+second hop); `RemoteBackend` forwards to a moto server at a URL over a pool of
+keep-alive connections, streaming bodies both ways.
 """
 
 from __future__ import annotations

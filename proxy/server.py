@@ -119,7 +119,11 @@ class ProxyServer:
         """Bind and serve in a background thread."""
         self._server.prepare()
         context = ListenerContext(self.url, self.gateway.backend)
-        self.gateway.chain.start(context)
+        try:
+            self.gateway.chain.start(context)
+        except Exception:
+            self._server.stop()  # release the port: nothing will serve it
+            raise
         self._thread = threading.Thread(
             target=self._server.serve, name="proxy-server", daemon=True
         )

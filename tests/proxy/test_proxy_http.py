@@ -363,3 +363,38 @@ def test_a_backend_that_never_answers_is_a_504(make_proxy: ProxyFactory) -> None
     for sock in accepted:
         sock.close()
     silent.close()
+
+
+def test_a_kept_alive_connection_the_backend_closed_is_retried_once(
+    make_proxy: ProxyFactory,
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    served: list[int] = []
+
+    def serve() -> None:
+        # Answers as if it kept the connection alive, then closes it anyway.
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                served.append(1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    proxy = make_proxy(backend=RemoteBackend(f"http://127.0.0.1:{port}"))
+
+    first = requests.get(proxy.url + "/bucket/one", timeout=30)
+    second = requests.get(proxy.url + "/bucket/two", timeout=30)
+    listener.close()
+
+    assert (first.status_code, first.text) == (200, "ok")
+    assert (second.status_code, second.text) == (200, "ok")
+    assert len(served) == 2

@@ -293,3 +293,16 @@ def test_listeners_load_from_entry_points(
 def test_a_listener_that_cannot_load_says_why(reference: str, message: str) -> None:
     with pytest.raises(ListenerLoadError, match=message):
         load_factory(reference)
+
+
+def test_a_listener_that_cannot_start_stops_the_proxy_starting(
+    make_proxy: ProxyFactory,
+) -> None:
+    class Broken(Scripted):
+        def start(self, context: ListenerContext) -> None:
+            raise RuntimeError("no configuration")
+
+    with pytest.raises(
+        ListenerLoadError, match="listener broken failed to start: no configuration"
+    ):
+        make_proxy(register("broken", Broken("broken")))
