@@ -3,16 +3,24 @@ notifications only once confirmed, signatures, raw delivery, retries."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from proxy_support import ProxyFactory, RunningProxy, unique
 
 from proxy.errors import ListenerLoadError
@@ -48,9 +56,10 @@ class Received:
 
 @dataclass
 class Endpoint:
-    """An HTTP server on a loopback port that records POSTs and can fail."""
+    """An HTTP(S) server on a loopback port that records POSTs and can fail."""
 
     server: ThreadingHTTPServer
+    scheme: str = "http"
     received: list[Received] = field(default_factory=list)
     failures: int = 0
     attempts: int = 0
@@ -58,7 +67,7 @@ class Endpoint:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
         deadline = time.monotonic() + timeout
@@ -71,8 +80,7 @@ class Endpoint:
             return list(self.received)
 
 
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
+def _serve_endpoint(tls: ssl.SSLContext | None = None) -> Endpoint:
     holder: list[Endpoint] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -96,12 +104,53 @@ def endpoint() -> Iterator[Endpoint]:
             """Quiet."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(Endpoint(server))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield holder[0]
-    server.shutdown()
-    server.server_close()
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    holder.append(Endpoint(server, "https" if tls else "http"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return holder[0]
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    served = _serve_endpoint()
+    yield served
+    served.server.shutdown()
+    served.server.server_close()
+
+
+def _loopback_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
 
 
 @pytest.fixture
@@ -306,6 +355,34 @@ def test_published_messages_of_a_batch() -> None:
         ("d", {}),
         ("h", {}),
     ]
+
+
+def test_an_https_endpoint_with_a_trusted_certificate(
+    make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    cert_path, key_path = _loopback_certificate(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_path, key_path)
+    secure = _serve_endpoint(tls)
+    policy = DeliveryPolicy(retries=1, delay=0.1, timeout=5, verify=str(cert_path))
+    proxy = make_proxy(register("sns-http", SnsHttpListener(policy)))
+    sns = proxy.client("sns")
+    topic = sns.create_topic(Name=unique("topic"))["TopicArn"]
+
+    try:
+        sns.subscribe(TopicArn=topic, Protocol="https", Endpoint=secure.url)
+        confirmation = secure.wait_for(1)[0].message
+        requests.get(confirmation["SubscribeURL"], timeout=30)
+        sns.publish(TopicArn=topic, Message="over tls")
+        notification = secure.wait_for(2)[1].message
+        proxy.server.stop()
+    finally:
+        secure.server.shutdown()
+        secure.server.server_close()
+
+    assert secure.url.startswith("https://")
+    assert notification["Message"] == "over tls"
+    assert not [t for t in threading.enumerate() if t.name.startswith("sns-delivery")]
 
 
 def test_pure_helpers() -> None:
