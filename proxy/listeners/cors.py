@@ -3,8 +3,8 @@ responses.
 
 A global listener. A service listener that applies its own CORS rules (S3
 buckets' CORS configurations, for one) takes a lower `order`, answers the
-preflight first, and can strip these headers in its `return_response`, which
-runs after this one's.
+preflight itself, and forwards the other requests it decides with their headers
+wrapped in `CorsClaimed`: this listener then leaves them alone.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ EXPOSED_HEADERS = ", ".join(
     )
 )
 MAX_AGE_SECONDS = "86400"
+
+
+class CorsClaimed(Headers):
+    """Request headers whose CORS answer another listener gives."""
 
 
 class CorsListener:
@@ -63,7 +67,7 @@ class CorsListener:
         self, method: str, path: str, data: Body, headers: Headers, response: Response
     ) -> Response | None:
         origin = headers.get("Origin")
-        if not origin:
+        if not origin or isinstance(headers, CorsClaimed):
             return None
         # moto answers `*`, which browsers refuse for credentialed requests.
         response.headers["Access-Control-Allow-Origin"] = origin

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from proxy_support import ProxyFactory, RunningProxy, free_port, unique
+from tests.proxy.proxy_support import ProxyFactory, RunningProxy, free_port, unique
 
 from proxy.backend import RemoteBackend
 from proxy.cli import Settings, build_gateway
