@@ -411,18 +411,24 @@ class Sync:
         position = int(next_file.read_text().strip()) - 1
         state.stopped_at = position
         file = state.queue[position]
-        ids = self._rerere_ids()
-        if ids and not self._unresolved():
+        reused = re.findall(
+            r"^(?:Staged|Resolved) '(.+)' using previous resolution", output, re.M
+        )
+        if reused and not self._unresolved():
             # git rerere applied a resolution recorded earlier: reuse it.
-            log.info("%s: reusing the recorded resolution %s", file, ", ".join(ids))
-            kept = ", ".join(f"{self.series_shown}/{RERERE_DIR}/{i}" for i in ids)
+            log.info(
+                "%s: reusing the recorded resolution of %s", file, ", ".join(reused)
+            )
             status, output = self._git_merged("am", "--continue")
             return self._after_am(
                 state,
                 status,
                 output,
                 start=position,
-                resolved=f"conflict resolved by the recorded resolution {kept}",
+                resolved=(
+                    "conflict resolved by the recorded resolution "
+                    f"{self.series_shown}/{RERERE_DIR}/ ({', '.join(reused)})"
+                ),
             )
 
         self._stop_at_conflict(state, file)
@@ -623,7 +629,15 @@ class Sync:
         }
         if not commits:
             return {}
-        diff = ws.git("log", "-p", "--no-merges", "--no-color", f"{old}..{new}")
+        # patch-id reads "commit <id>" lines; the default log header confuses it.
+        diff = ws.git(
+            "log",
+            "-p",
+            "--no-merges",
+            "--no-color",
+            "--format=commit %H",
+            f"{old}..{new}",
+        )
         ids = self._run_patch_id(diff)
         return {pid: commits[cid] for pid, cid in ids if cid in commits}
 
@@ -724,18 +738,22 @@ class Sync:
         return status == 0
 
     def _file_commits(self, state: _State, file: str) -> list[Commit]:
+        """The upstream commits between the step's bases that touched its lines."""
         if self.fork.upstream.source != "git":
             return []
         old, new = self._step_bases(state)
-        paths = next(c for c in state.carried if c.file == file).patch.paths
-        out = self.workspace.git(
-            "log",
-            _LOG_FORMAT,
-            f"{self._commit_of(old)}..{self._commit_of(new)}",
-            "--",
-            *paths,
-        )
-        return _commits(out)
+        old_commit, new_commit = self._commit_of(old), self._commit_of(new)
+        patch = next(c for c in state.carried if c.file == file).patch
+        found: dict[str, Commit] = {}
+        for diff in patch.files:
+            if diff.old_path is None:
+                continue
+            for hunk in diff.hunks:
+                item = FailedHunk(diff.old_path, hunk)
+                lines = self._new_base_lines(item, old_commit, new_commit)
+                for commit in self._moved_by(item.path, lines, old_commit, new_commit):
+                    found.setdefault(commit.id, commit)
+        return list(found.values())
 
     # Finishing: guards, export, publish.
 
