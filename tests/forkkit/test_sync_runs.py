@@ -1,0 +1,230 @@
+"""sync-upstream runs: discovery, --step, guards, safety and flag checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from forkkit import discover, sync
+from forkkit.commands import sync_upstream
+from forkkit.project import Project
+from forkkit.report import EXIT_NEEDS_HUMAN, EXIT_UP_TO_DATE, EXIT_UPDATED
+from packaging.version import Version
+
+from tests.forkkit.syncing import (
+    CORE,
+    Scenario,
+    edit,
+    make_scenario,
+    read,
+    start_upstream,
+)
+
+
+def two_releases(tmp: Path, monkeypatch: pytest.MonkeyPatch, **kw: str) -> Scenario:
+    """1.1 moves lines near patch 01; 1.2 rewrites the line patch 02 changes."""
+    up = start_upstream(tmp / "upstream")
+    core = read(up, "tinylib/core.py")
+    up.commit(
+        {"tinylib/core.py": edit(core, "def function_11():", "def function_11(x=0):")},
+        "Let function_11 take an argument",
+    )
+    up.release("1.1")
+    up.commit({"README.md": "Tiny.\n"}, "Shorten the README")
+    up.release("1.2rc1")
+    core = read(up, "tinylib/core.py")
+    up.commit(
+        {"tinylib/core.py": edit(core, "return 5\n", "return TABLE[5]\n")},
+        "Compute function_5 from a table",
+    )
+    up.release("1.2")
+    scenario = make_scenario(tmp, monkeypatch, up, **kw)
+    scenario.add_patch(
+        "01-merge.patch",
+        {"tinylib/core.py": edit(CORE, "return 10\n", "return 100\n")},
+        "Return 100 from function_10",
+    )
+    scenario.add_patch(
+        "02-conflict.patch",
+        {"tinylib/core.py": edit(CORE, "return 5\n", "return 50\n")},
+        "Return 50 from function_5",
+    )
+    scenario.commit()
+    return scenario
+
+
+def report_of(scenario: Scenario) -> dict:  # type: ignore[type-arg]
+    path = scenario.root / ".workspace" / "reports" / "sync-upstream-tiny.json"
+    return json.loads(path.read_text())
+
+
+def test_discovery_sorts_by_pep440_and_skips_pre_releases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch)
+    fork = Project(scenario.root).fork("tiny")
+
+    assert discover.plan(fork).steps == ("1.2",)
+    assert discover.plan(fork, step=True).steps == ("1.1", "1.2")
+    assert discover.plan(fork, step=True, pre=True).steps == ("1.1", "1.2rc1", "1.2")
+    assert discover.plan(fork, to="1.1").steps == ("1.1",)
+    versions = [Version(v) for v in ("1.0", "1.9", "1.10", "1.10a1")]
+    assert discover.plan(fork, versions=versions, step=True).steps == ("1.9", "1.10")
+
+
+def test_discovery_reads_the_package_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch, source="index")
+    fork = Project(scenario.root).fork("tiny")
+
+    assert [str(v) for v in discover.upstream_versions(fork)] == [
+        "1.0",
+        "1.1",
+        "1.2rc1",
+        "1.2",
+    ]
+
+
+def test_an_unknown_target_is_an_error_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch)
+
+    assert scenario.run("--to", "9.9") == 4
+
+    assert "has no release 9.9" in capsys.readouterr().err
+    assert not scenario.workspace.exists()
+
+
+def test_step_meets_each_conflict_at_the_release_that_caused_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch)
+
+    assert scenario.run("--step") == EXIT_NEEDS_HUMAN
+
+    report = report_of(scenario)
+    assert report["steps"] == ["1.1", "1.2"]
+    merge = report["patches"][0]["evidence"]
+    assert [(e["release"], e["class"]) for e in merge] == [
+        ("1.1", "applied-3way"),
+        ("1.2", "applied"),
+    ]
+    conflict = report["conflict"]
+    assert (conflict["old_base"], conflict["new_base"]) == ("1.1", "1.2")
+    assert [c["subject"] for c in conflict["hunks"][0]["upstream_commits"]] == [
+        "Compute function_5 from a table"
+    ]
+
+
+def test_abort_drops_a_stopped_run_and_a_new_run_is_refused_until_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch)
+    before = scenario.snapshot()
+    assert scenario.run() == EXIT_NEEDS_HUMAN
+
+    assert scenario.run() == 5
+    assert "stopped at a conflict" in capsys.readouterr().err
+    assert scenario.run("--abort") == 0
+    assert scenario.snapshot() == before
+    assert scenario.run("--to", "1.1") == EXIT_UPDATED
+
+
+def test_a_failing_guard_stops_the_run_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = start_upstream(tmp_path / "upstream")
+    up.commit({"README.md": "Tiny.\n"}, "Shorten the README")
+    up.release("1.1")
+    guards = '\n[guards]\n"01-two.patch" = ["tests/test_core.py::test_two"]\n'
+    scenario = make_scenario(tmp_path, monkeypatch, up, extra=guards)
+    scenario.add_patch(
+        "01-two.patch",
+        {"tinylib/core.py": edit(CORE, "return 2\n", "return 22\n")},
+        "Return 22 from function_2",
+    )
+    scenario.commit()
+    before = scenario.snapshot()
+
+    assert scenario.run() == EXIT_NEEDS_HUMAN
+
+    report = report_of(scenario)
+    assert report["status"] == "guard-failed"
+    (guard,) = report["guards"]
+    assert guard["passed"] is False and "1 failed" in guard["output"]
+    assert scenario.snapshot() == before
+    assert scenario.run("--no-guards", "--to", "1.1") == 5  # still stopped
+
+
+def test_a_dirty_work_tree_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch)
+    (scenario.series_dir / "series").write_text("# edited\n")
+
+    assert scenario.run() == 5
+
+    assert "uncommitted changes (M patches/tiny/series)" in capsys.readouterr().err
+    assert not scenario.workspace.exists()
+
+
+def test_an_interrupted_run_leaves_forks_and_patches_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch)
+    before = scenario.snapshot()
+
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sync, "_publish", interrupt)
+    assert scenario.run("--to", "1.1") == 130
+
+    assert scenario.snapshot() == before
+    assert "nothing was changed" in capsys.readouterr().err
+
+
+def test_release_without_release_fork_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch)
+
+    assert scenario.run("--release") == 6
+
+    assert "tools/release-fork, which is not in" in capsys.readouterr().err
+    assert not scenario.workspace.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--continue", "--step"], ["--abort", "--to", "1.1"], ["--continue", "--abort"]],
+    ids=["continue-step", "abort-to", "continue-abort"],
+)
+def test_bad_flag_combinations_are_rejected(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        sync_upstream.main(args)
+
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_updated_run_with_an_index_source_records_the_new_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = two_releases(tmp_path, monkeypatch, source="index")
+
+    assert scenario.run("--to", "1.1") == EXIT_UPDATED
+    assert scenario.run("--to", "1.1") == 5  # forks/ changed: not committed yet
+    scenario.commit("sync to 1.1")
+    assert scenario.run("--to", "1.1") == EXIT_UP_TO_DATE
+
+    sdist = scenario.up.index / "tinylib" / "tinylib-1.1.tar.gz"
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    assert f'sha256 = "{digest}"' in scenario.declaration.read_text()
+    assert 'version = "1.1"' in scenario.declaration.read_text()
