@@ -50,7 +50,6 @@ from forkkit.report import (
 from forkkit.series import FailedHunk, Patch, failing_hunks, parse_patch
 from forkkit.workspace import (
     BASE_REF,
-    EXPORTED_REF,
     SERIES_BRANCH,
     Workspace,
     load_series,
@@ -146,6 +145,7 @@ class Sync:
             project, fork, project.root / ".workspace" / f"{fork.name}-sync"
         )
         self.series_shown = project.shown(fork.series_dir)
+        self._commits: dict[str, str] = {}
 
     # The three entry points.
 
@@ -286,15 +286,11 @@ class Sync:
         report = state.report
         old, new = self._step_bases(state)
         ws = self.workspace
-        release = ws.import_release(new, None)
-        state.hashes[new] = release.sha256
-        new_commit, old_commit = release.commit, self._commit_of(old)
+        new_commit, old_commit = self._commit_of(new, state), self._commit_of(old)
         log.info("%s -> %s: %d patch(es)", old, new, len(state.carried))
 
         ws.git("checkout", "--quiet", "--force", "-B", SERIES_BRANCH, new_commit)
-        ws.git("clean", "-q", "-ffdx")
         ws.git("update-ref", BASE_REF, new_commit)
-        ws.git("update-ref", EXPORTED_REF, new_commit)
 
         upstream = self._upstream_patch_ids(old_commit, new_commit)
         ours = self._patch_ids(state.carried)
@@ -436,8 +432,8 @@ class Sync:
 
     def _collect_commits(self, state: _State) -> None:
         """Take the step's new commits as the patches to carry further."""
-        base = self.workspace.git("rev-parse", BASE_REF)
         report = state.report
+        base = self._commit_of(report.steps[state.step])
         release = report.steps[state.step]
         kept = [
             f
@@ -623,22 +619,25 @@ class Sync:
     def _upstream_patch_ids(self, old: str, new: str) -> dict[str, Commit]:
         if self.fork.upstream.source != "git" or old == new:
             return {}
-        ws = self.workspace
-        commits = {
-            c.id: c for c in _commits(ws.git("log", _LOG_FORMAT, f"{old}..{new}"))
-        }
-        if not commits:
-            return {}
-        # patch-id reads "commit <id>" lines; the default log header confuses it.
-        diff = ws.git(
+        # patch-id reads "commit <id>" lines (the default log header confuses
+        # it); the line after it, marked with \x1f, is the evidence to show.
+        text = self.workspace.git(
             "log",
             "-p",
             "--no-merges",
             "--no-color",
-            "--format=commit %H",
+            f"--format=commit %H%n{_FIELD}%H{_FIELD}%s{_FIELD}%an <%ae>",
             f"{old}..{new}",
         )
-        ids = self._run_patch_id(diff)
+        commits = {
+            c.id: c
+            for c in _commits(
+                "\n".join(
+                    line[1:] for line in text.splitlines() if line.startswith(_FIELD)
+                )
+            )
+        }
+        ids = self._run_patch_id(text) if commits else []
         return {pid: commits[cid] for pid, cid in ids if cid in commits}
 
     def _patch_ids(self, carried: list[_Carried]) -> list[str | None]:
@@ -760,6 +759,7 @@ class Sync:
     def _finish(self, state: _State) -> SyncReport:
         report = state.report
         new = report.steps[-1]
+        self.workspace.import_release(new, state.hashes.get(new))
         if state.options.guards and not self._run_guards(state):
             state.stage = "guards"
             report.status = "guard-failed"
@@ -942,10 +942,19 @@ class Sync:
         old = steps[state.step - 1] if state.step else state.report.old_base.version
         return old, steps[state.step]
 
-    def _commit_of(self, version: str) -> str:
-        commit = self.workspace.rev(f"refs/tags/upstream/{version}^{{commit}}")
+    def _commit_of(self, version: str, state: _State | None = None) -> str:
+        """The imported release's commit; with *state*, import it when missing."""
+        if commit := self._commits.get(version):
+            return commit
+        commit = None
+        if self.fork.upstream.source == "git":
+            commit = self.workspace.rev(f"refs/tags/upstream/{version}^{{commit}}")
         if commit is None:
-            commit = self.workspace.import_release(version, None).commit
+            release = self.workspace.import_release(version, None)
+            commit = release.commit
+            if state is not None:
+                state.hashes[version] = release.sha256
+        self._commits[version] = commit
         return commit
 
     def _read_series(self) -> list[_Carried]:
