@@ -63,6 +63,7 @@ _HEX = re.compile(r"\b[0-9a-f]{7,40}\b")
 _PULL = re.compile(r"/(?:pull|pulls|merge_requests|issues)/(\d+)")
 _MAIL_START = re.compile(r"^From [0-9a-f]{40} Mon Sep 17 00:00:00 2001$", re.M)
 _FIELD = "\x1f"
+_ZERO = "0" * 40
 _LOG_FORMAT = f"--format=%H{_FIELD}%s{_FIELD}%an <%ae>"
 
 
@@ -290,10 +291,7 @@ class Sync:
         log.info("%s -> %s: %d patch(es)", old, new, len(state.carried))
 
         ws.git("checkout", "--quiet", "--force", "-B", SERIES_BRANCH, new_commit)
-        ws.git("update-ref", BASE_REF, new_commit)
-
-        upstream = self._upstream_patch_ids(old_commit, new_commit)
-        ours = self._patch_ids(state.carried)
+        upstream, ours = self._patch_ids(old_commit, new_commit, state.carried)
         queue = []
         for carried, patch_id in zip(state.carried, ours, strict=True):
             record = report.record(carried.file)
@@ -485,6 +483,7 @@ class Sync:
         report = state.report
         old, new = self._step_bases(state)
         old_commit, new_commit = self._commit_of(old), self._commit_of(new)
+        self.workspace.git("update-ref", BASE_REF, new_commit)
         carried = next(c for c in state.carried if c.file == file)
         patch = carried.patch
 
@@ -616,9 +615,16 @@ class Sync:
 
     # Evidence that upstream has a patch.
 
-    def _upstream_patch_ids(self, old: str, new: str) -> dict[str, Commit]:
-        if self.fork.upstream.source != "git" or old == new:
-            return {}
+    def _patch_ids(
+        self, old: str, new: str, carried: list[_Carried]
+    ) -> tuple[dict[str, Commit], list[str | None]]:
+        """Upstream commits between *old* and *new* by patch-id, and ours.
+
+        One ``git log`` and one ``git patch-id`` per release: the upstream
+        commits come first, then the carried patches (all commit id zero).
+        """
+        if self.fork.upstream.source != "git" or old == new or not carried:
+            return {}, [None] * len(carried)
         # patch-id reads "commit <id>" lines (the default log header confuses
         # it); the line after it, marked with \x1f, is the evidence to show.
         text = self.workspace.git(
@@ -629,24 +635,15 @@ class Sync:
             f"--format=commit %H%n{_FIELD}%H{_FIELD}%s{_FIELD}%an <%ae>",
             f"{old}..{new}",
         )
-        commits = {
-            c.id: c
-            for c in _commits(
-                "\n".join(
-                    line[1:] for line in text.splitlines() if line.startswith(_FIELD)
-                )
-            )
-        }
-        ids = self._run_patch_id(text) if commits else []
-        return {pid: commits[cid] for pid, cid in ids if cid in commits}
-
-    def _patch_ids(self, carried: list[_Carried]) -> list[str | None]:
-        if self.fork.upstream.source != "git" or not carried:
-            return [None] * len(carried)
-        ids = self._run_patch_id("".join(_as_mail(c.text) for c in carried))
-        if len(ids) != len(carried):
-            ids = [(self._run_patch_id(c.text) or [("", "")])[0] for c in carried]
-        return [pid or None for pid, _ in ids]
+        marked = [line[1:] for line in text.splitlines() if line.startswith(_FIELD)]
+        commits = {c.id: c for c in _commits("\n".join(marked))}
+        mails = "".join(_as_mail(c.text) for c in carried)
+        ids = self._run_patch_id((text + "\n" if text else "") + mails)
+        ours = [pid for pid, cid in ids if cid == _ZERO]
+        if len(ours) != len(carried):
+            ours = [(self._run_patch_id(c.text) or [("", "")])[0][0] for c in carried]
+        upstream = {pid: commits[cid] for pid, cid in ids if cid in commits}
+        return upstream, [pid or None for pid in ours]
 
     def _run_patch_id(self, text: str) -> list[tuple[str, str]]:
         result = subprocess.run(
@@ -760,6 +757,7 @@ class Sync:
         report = state.report
         new = report.steps[-1]
         self.workspace.import_release(new, state.hashes.get(new))
+        self.workspace.git("update-ref", BASE_REF, self._commit_of(new))
         if state.options.guards and not self._run_guards(state):
             state.stage = "guards"
             report.status = "guard-failed"
@@ -914,6 +912,12 @@ class Sync:
             self._fetch_tags([self.fork.base.version, *plan.steps])
         main = self.project.workspace_dir(self.fork)
         ws.import_release(self.fork.base.version, self.fork.base.sha256, main)
+        if self.fork.upstream.source == "git":
+            versions = [self.fork.base.version, *plan.steps]
+            refs = [f"refs/tags/upstream/{v}^{{commit}}" for v in versions]
+            status, out, _ = run_status(ws.repo, "rev-parse", *refs)
+            if status == 0 and len(out.split()) == len(versions):
+                self._commits.update(zip(versions, out.split(), strict=True))
         cache = Path(ws.repo.git_dir) / "rr-cache"
         kept = self.fork.series_dir / RERERE_DIR
         if kept.is_dir():
