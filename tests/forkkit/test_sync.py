@@ -341,3 +341,30 @@ def test_an_up_to_date_series_exits_0_and_changes_nothing(
     assert report_of(scenario)["status"] == "up-to-date"
     assert scenario.snapshot() == before
     assert "tiny is up to date" in capsys.readouterr().out
+
+
+def test_a_resolution_to_upstreams_version_drops_the_patch(
+    scenario: Scenario,
+) -> None:
+    assert scenario.run() == EXIT_NEEDS_HUMAN
+    resolve(scenario.workspace / "tinylib/core.py", "    return TABLE[5]\n")
+    git(scenario.workspace, "add", "tinylib/core.py")
+
+    assert scenario.run("--continue") == EXIT_UPDATED
+
+    report = report_of(scenario)
+    assert classes(report)["06-conflict.patch"] == "dropped-upstream"
+    assert "resolved to no change" in evidence(report, "06-conflict.patch")
+    assert not (scenario.series_dir / "06-conflict.patch").exists()
+
+
+def test_continue_refuses_while_files_are_unresolved(
+    scenario: Scenario, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert scenario.run() == EXIT_NEEDS_HUMAN
+    before = scenario.snapshot()
+
+    assert scenario.run("--continue") == 5
+
+    assert "still unresolved: tinylib/core.py" in capsys.readouterr().err
+    assert scenario.snapshot() == before

@@ -21,6 +21,7 @@ from tests.forkkit.syncing import (
     read,
     start_upstream,
 )
+from tests.forkkit.upstreams import git
 
 
 def two_releases(tmp: Path, monkeypatch: pytest.MonkeyPatch, **kw: str) -> Scenario:
@@ -158,6 +159,14 @@ def test_a_failing_guard_stops_the_run_and_changes_nothing(
     assert guard["passed"] is False and "1 failed" in guard["output"]
     assert scenario.snapshot() == before
     assert scenario.run("--no-guards", "--to", "1.1") == 5  # still stopped
+
+    # Fix the patch in the workspace; --continue runs the guard again.
+    core = scenario.workspace / "tinylib" / "core.py"
+    core.write_text(edit(core.read_text(), "return 22\n", "return 20\n"))
+    git(scenario.workspace, "commit", "-q", "-a", "--amend", "--no-edit")
+    assert scenario.run("--continue") == EXIT_UPDATED
+    assert report_of(scenario)["guards"][0]["passed"] is True
+    assert "+    return 20" in (scenario.series_dir / "01-two.patch").read_text()
 
 
 def test_a_dirty_work_tree_is_refused(
