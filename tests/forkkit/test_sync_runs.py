@@ -237,3 +237,41 @@ def test_updated_run_with_an_index_source_records_the_new_sha256(
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     assert f'sha256 = "{digest}"' in scenario.declaration.read_text()
     assert 'version = "1.1"' in scenario.declaration.read_text()
+
+
+def test_submitted_and_backport_references_found_upstream_drop_patches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = start_upstream(tmp_path / "upstream")
+    core = read(up, "tinylib/core.py")
+    up.commit(
+        {"tinylib/core.py": edit(core, "return 3\n", "return 3 * 1\n")},
+        "Make function_3 explicit (#7)",
+    )
+    up.release("1.1")
+    scenario = make_scenario(tmp_path, monkeypatch, up)
+    scenario.add_patch(
+        "01-submitted.patch",
+        {"tinylib/core.py": edit(CORE, "return 3\n", "return 3 + 0\n")},
+        "Make function_3 explicit",
+        status="Submitted [https://example.invalid/tinylib/pull/7]",
+    )
+    scenario.add_patch(
+        "02-backport.patch",
+        {"tinylib/core.py": edit(CORE, "return 12\n", "return 12 + 0\n")},
+        "Return 12 the 1.1 way",
+        status="Backport [1.1]",
+    )
+    scenario.commit()
+
+    assert scenario.run() == EXIT_UPDATED
+
+    report = report_of(scenario)
+    first, second = report["patches"]
+    assert first["class"] == second["class"] == "dropped-upstream"
+    assert "named by upstream commit" in first["evidence"][0]["detail"]
+    assert first["evidence"][0]["commits"][0]["subject"] == (
+        "Make function_3 explicit (#7)"
+    )
+    assert "the release 1.1 includes 1.1" in second["evidence"][0]["detail"]
+    assert (scenario.series_dir / "series").read_text() == "# The tiny series.\n"
