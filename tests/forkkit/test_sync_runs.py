@@ -275,3 +275,32 @@ def test_submitted_and_backport_references_found_upstream_drop_patches(
     )
     assert "the release 1.1 includes 1.1" in second["evidence"][0]["detail"]
     assert (scenario.series_dir / "series").read_text() == "# The tiny series.\n"
+
+
+def test_a_3way_merge_that_shrinks_a_patch_says_so_and_rewrites_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = start_upstream(tmp_path / "upstream")
+    core = read(up, "tinylib/core.py")
+    up.commit(
+        {"tinylib/core.py": edit(core, "return 15\n", "return 150\n")},
+        "Return 150 from function_15",
+    )
+    up.release("1.1")
+    scenario = make_scenario(tmp_path, monkeypatch, up)
+    half = edit(CORE, "return 15\n", "return 150\n")
+    both = edit(half, "return 16\n", "return 160\n")
+    scenario.add_patch("01-both.patch", {"tinylib/core.py": both}, "Return 150, 160")
+    scenario.commit()
+
+    assert scenario.run() == EXIT_UPDATED
+
+    (patch,) = report_of(scenario)["patches"]
+    assert patch["class"] == "applied-3way"
+    assert (
+        "changed its content (part of it is upstream now)"
+        in (patch["evidence"][0]["detail"])
+    )
+    assert patch["series"] == "rewritten"
+    text = (scenario.series_dir / "01-both.patch").read_text()
+    assert "+    return 160" in text and "+    return 150" not in text

@@ -233,7 +233,7 @@ def to_markdown(report: SyncReport, series_dir: str) -> str:
     else:
         route = " → ".join([report.old_base.version, *report.steps])
         lines.append(f"Base {report.old_base.version} → {new} ({report.source}).")
-        lines.append(f"Releases passed: {route}.")
+        lines.append(f"Route: {route}.")
     lines += ["", "| patch | class | evidence |", "|---|---|---|"]
     for patch in report.patches:
         detail = "<br>".join(_evidence_line(e) for e in patch.evidence) or "-"
