@@ -304,3 +304,60 @@ def test_a_3way_merge_that_shrinks_a_patch_says_so_and_rewrites_it(
     assert patch["series"] == "rewritten"
     text = (scenario.series_dir / "01-both.patch").read_text()
     assert "+    return 160" in text and "+    return 150" not in text
+
+
+def test_a_submitted_patch_named_in_the_sdists_changelog_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = start_upstream(tmp_path / "upstream")
+    core = read(up, "tinylib/core.py")
+    up.commit(
+        {
+            "tinylib/core.py": edit(core, "return 3\n", "return 3 * 1\n"),
+            "CHANGELOG.md": "# 1.1\n\n- function_3 is explicit (#7)\n",
+        },
+        "Make function_3 explicit",
+    )
+    up.release("1.1")
+    scenario = make_scenario(tmp_path, monkeypatch, up, source="index")
+    scenario.add_patch(
+        "01-submitted.patch",
+        {"tinylib/core.py": edit(CORE, "return 3\n", "return 3 + 0\n")},
+        "Make function_3 explicit",
+        status="Submitted [https://example.invalid/tinylib/pull/7]",
+    )
+    scenario.commit()
+
+    assert scenario.run() == EXIT_UPDATED
+
+    (patch,) = report_of(scenario)["patches"]
+    assert patch["class"] == "dropped-upstream"
+    assert patch["evidence"][0]["detail"] == (
+        "Upstream-Status: Submitted [https://example.invalid/tinylib/pull/7]: "
+        "the 1.1 changelog names it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("hunks", "lines", "expected"),
+    [
+        ([], (10, 12), (10, 12)),
+        ([(2, 0, 3, 4)], (10, 12), (14, 16)),
+        ([(2, 3, 2, 0)], (10, 12), (7, 9)),
+        ([(11, 1, 11, 2)], (10, 12), (10, 13)),
+        ([(20, 1, 20, 1)], (10, 12), (10, 12)),
+    ],
+    ids=[
+        "no-change",
+        "lines-added-above",
+        "lines-removed-above",
+        "changed-inside",
+        "changed-below",
+    ],
+)
+def test_map_range_follows_lines_from_the_old_to_the_new_base(
+    hunks: list[tuple[int, int, int, int]],
+    lines: tuple[int, int],
+    expected: tuple[int, int],
+) -> None:
+    assert sync.map_range(hunks, *lines) == expected

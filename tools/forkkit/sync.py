@@ -34,7 +34,7 @@ from packaging.version import InvalidVersion, Version
 
 from forkkit import discover
 from forkkit import fork as fork_module
-from forkkit.errors import ForkError, SeriesError, WorkspaceError
+from forkkit.errors import ForkError, WorkspaceError
 from forkkit.fork import Fork
 from forkkit.gitenv import COMMITTER, ISOLATED_ENV, run_status
 from forkkit.project import Project
@@ -700,10 +700,11 @@ class Sync:
                         f"between the old and the new base",
                         found[:1],
                     )
-        changelog = self._changelog_added(old, new)
-        for needle in needles:
-            if any(needle.strip() in line for line in changelog):
-                return f"{label}: the {release} changelog names it", []
+        pattern = re.compile(
+            re.escape(ref) + (rf"|#{number.group(1)}\b" if number else "")
+        )
+        if any(pattern.search(line) for line in self._changelog_added(old, new)):
+            return f"{label}: the {release} changelog names it", []
         return None
 
     def _changelog_added(self, old: str, new: str) -> list[str]:
@@ -1189,4 +1190,4 @@ def _publish(files: list[tuple[Path, bytes]], remove: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-__all__ = ["Options", "ReleaseForkNotAvailable", "SeriesError", "Sync", "map_range"]
+__all__ = ["Options", "ReleaseForkNotAvailable", "Sync", "map_range"]
