@@ -50,6 +50,7 @@ from forkkit.report import (
 from forkkit.series import FailedHunk, Patch, failing_hunks, parse_patch
 from forkkit.workspace import (
     BASE_REF,
+    FORMAT_PATCH,
     SERIES_BRANCH,
     Workspace,
     load_series,
@@ -440,19 +441,7 @@ class Sync:
             and report.record(f).evidence[-1].release == release
             and report.record(f).evidence[-1].cls != "dropped-upstream"
         ]
-        text = self.workspace.git(
-            "-c",
-            "diff.noprefix=false",
-            "format-patch",
-            "--zero-commit",
-            "--no-signature",
-            "--no-stat",
-            "--keep-subject",
-            "--full-index",
-            "--no-numbered",
-            "--stdout",
-            f"{base}..HEAD",
-        )
+        text = self.workspace.git(*FORMAT_PATCH, f"{base}..HEAD")
         mails = _split_mbox(text)
         if len(mails) != len(kept):
             raise WorkspaceError(
@@ -1170,7 +1159,12 @@ def _without_guards(text: str, dropped: list[str]) -> str:
 
 
 def _publish(files: list[tuple[Path, bytes]], remove: list[Path]) -> None:
-    """Write every file to a temporary name first, then move all into place."""
+    """Write every file to a temporary name first, then move all into place.
+
+    Unlike the export's writer, this one spans folders (forks/, the series,
+    its recorded resolutions) and writes bytes: rerere images are upstream
+    text in whatever encoding upstream uses.
+    """
     temporary: list[tuple[Path, Path]] = []
     try:
         for target, data in files:
