@@ -22,7 +22,6 @@ from pathlib import Path
 
 from forkkit.project import Project
 from forkkit.sync import Options, Sync
-
 from tests.forkkit.upstreams import Upstream, git, make_patch, write_declaration
 
 PATCHES = 12

@@ -24,7 +24,7 @@ def upstream(tmp_path: Path) -> Upstream:
         },
         "Start tinylib",
     )
-    up.release("1.0")
+    up.sha256 = up.release("1.0")
     return up
 
 
@@ -41,7 +41,7 @@ def project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def declared(project_root: Path, upstream: Upstream) -> Path:
     """*project_root* with fork ``tiny`` declared on tinylib 1.0 from the index."""
-    write_declaration(project_root, upstream, version="1.0")
+    write_declaration(project_root, upstream, version="1.0", sha256=upstream.sha256)
     return project_root
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from forkkit.commands import sync_upstream
 
+from forkkit.commands import sync_upstream
 from tests.forkkit.upstreams import Upstream, git, make_patch, write_declaration
 
 CORE = "".join(f"def function_{n}():\n    return {n}\n\n\n" for n in range(1, 21))

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from forkkit.report import EXIT_NEEDS_HUMAN, EXIT_UP_TO_DATE, EXIT_UPDATED
 
+from forkkit.report import EXIT_NEEDS_HUMAN, EXIT_UP_TO_DATE, EXIT_UPDATED
 from tests.forkkit.syncing import (
     CORE,
     Scenario,

@@ -12,10 +12,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from forkkit import index
 from forkkit.commands import sync_upstream
 from forkkit.report import EXIT_UPDATED
-
 from tests.forkkit.upstreams import git, make_patch
 
 PYPI = "https://pypi.org/simple/"

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
+
 from forkkit import discover, sync
 from forkkit.commands import sync_upstream
 from forkkit.project import Project
 from forkkit.report import EXIT_NEEDS_HUMAN, EXIT_UP_TO_DATE, EXIT_UPDATED
-from packaging.version import Version
-
 from tests.forkkit.syncing import (
     CORE,
     Scenario,

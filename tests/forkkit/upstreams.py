@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from forkkit.gitenv import ISOLATED_ENV
+from forkkit.workspace import FORMAT_PATCH
 
 AUTHOR = {
     "GIT_AUTHOR_NAME": "Upstream Dev",
@@ -47,6 +48,8 @@ class Upstream:
     project: str = "tinylib"
     clock: int = 1_700_000_000
     index: Path = field(init=False)
+    #: The sha256 of the first release's sdist, once published.
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         self.repo = self.root / "repo"
@@ -206,16 +209,4 @@ def make_patch(
             "GIT_COMMITTER_DATE": f"@{date} +0000",
         },
     )
-    return git(
-        work,
-        "format-patch",
-        "--zero-commit",
-        "--no-signature",
-        "--no-stat",
-        "--keep-subject",
-        "--full-index",
-        "--no-numbered",
-        "--stdout",
-        "-1",
-        "HEAD",
-    )
+    return git(work, *FORMAT_PATCH, "-1", "HEAD")

@@ -35,6 +35,7 @@ def read_sdist(archive: Path) -> Iterator[Member]:
     top: str | None = None
     with tarfile.open(archive, "r|gz") as tar:
         for member in tar:
+            relative = _checked_path(member, archive)
             name = PurePosixPath(member.name)
             first = name.parts[0] if name.parts else ""
             top = top or first
@@ -43,7 +44,6 @@ def read_sdist(archive: Path) -> Iterator[Member]:
                     f"{archive.name}: an sdist holds one top-level folder, this one "
                     f"also holds {first!r} besides {top!r}"
                 )
-            relative = _checked_path(member, archive)
             if relative is None or member.isdir():
                 continue
             source = tar.extractfile(member)

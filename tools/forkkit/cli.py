@@ -30,19 +30,35 @@ INTERRUPTED = 130
 log = logging.getLogger("forkkit")
 
 
-def add_verbosity(parser: argparse.ArgumentParser) -> None:
-    """Add ``-v``/``-q``, which count into one level."""
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="count", default=0)
+def add_verbosity(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    """Add ``-v``/``-q``, which count into one level.
+
+    On a subcommand (*sub*), the flags only count when given there, so that
+    ``tools/patches -v apply`` and ``tools/patches apply -v`` both work.
+    """
+    default = argparse.SUPPRESS if sub else 0
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="more output; tracebacks on errors",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=default, help="less output"
+    )
 
 
 def setup_logging(args: argparse.Namespace) -> None:
+    """Send the toolchain's log to stderr at the level -v/-q asked for."""
     level = logging.INFO - 10 * (args.verbose - args.quiet)
-    logging.basicConfig(
-        level=max(logging.DEBUG, min(level, logging.CRITICAL)),
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL)))
+    log.propagate = False
 
 
 def run(args: argparse.Namespace, work: Callable[[], int]) -> int:

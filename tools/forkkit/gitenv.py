@@ -71,11 +71,9 @@ def init_repo(path: Path) -> git.Repo:
         repo.git.config(key, value)
 
     # Import trees byte for byte, whatever .gitattributes upstream ships.
-    # "-diff" would make every file binary to diff and format-patch (binary
-    # patches in the series); "!diff" only ignores upstream's diff drivers.
     info = Path(repo.git_dir) / "info"
     info.mkdir(exist_ok=True)
-    (info / "attributes").write_text("* -text -eol -ident -filter !diff\n")
+    (info / "attributes").write_text("* -text -eol -ident -filter\n")
     return repo
 
 

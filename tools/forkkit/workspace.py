@@ -211,7 +211,16 @@ class Workspace:
         """
         scratch = "refs/forkkit/importing"
         process = self.repo.git.execute(
-            ["git", "fast-import", "--quiet", "--date-format=raw", "--force"],
+            # No deltas: moto's 120 MB of sources import three times faster.
+            [
+                "git",
+                *("-c", "pack.compression=1"),
+                "fast-import",
+                "--quiet",
+                "--depth=0",
+                "--date-format=raw",
+                "--force",
+            ],
             as_process=True,
             istream=subprocess.PIPE,
             env={**ISOLATED_ENV, **_IMPORT_IDENTITY},
@@ -561,6 +570,11 @@ def _unique(name: str, used: set[str]) -> str:
         name = f"{stem}-{number}.patch"
         number += 1
     return name
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace *path* with *text*: readers see the old file or the new one."""
+    _write_all(path.parent, [(path, text)], [])
 
 
 def _write_all(folder: Path, files: list[tuple[Path, str]], remove: list[Path]) -> None:

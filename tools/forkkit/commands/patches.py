@@ -17,10 +17,10 @@ from pathlib import Path
 
 from forkkit import cli
 from forkkit.errors import CheckFailed, ForkError, PatchDoesNotApply
-from forkkit.fork import Fork
+from forkkit.fork import Fork, set_base
 from forkkit.project import Project
 from forkkit.series import read_patch, read_series
-from forkkit.workspace import Workspace, load_series
+from forkkit.workspace import Workspace, load_series, write_atomically
 
 log = cli.log
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     for sub in commands.choices.values():
         sub.add_argument("fork", nargs="?", help="fork name (default: the only one)")
-        cli.add_verbosity(sub)
+        cli.add_verbosity(sub, sub=True)
 
     args = parser.parse_args(argv)
     return cli.run(args, lambda: _dispatch(args))
@@ -74,6 +74,8 @@ def apply(project: Project, fork: Fork, *, force: bool = False) -> int:
     started = time.monotonic()
     _, patches = load_series(project, fork)
     workspace = Workspace(project, fork)
+    if fork.upstream.source == "index" and fork.base.sha256 is None:
+        record_base_hash(project, fork, workspace)
     try:
         outcomes = workspace.apply(patches, force=force)
     except PatchDoesNotApply as exc:
@@ -94,6 +96,17 @@ def apply(project: Project, fork: Fork, *, force: bool = False) -> int:
     )
     print(project.shown(workspace.path))
     return 0
+
+
+def record_base_hash(project: Project, fork: Fork, workspace: Workspace) -> None:
+    """Import the base and write its sdist's sha256 into the declaration."""
+    workspace.guard()
+    imported = workspace.import_release(fork.base.version)
+    text = set_base(fork, fork.base.version, imported.sha256)
+    write_atomically(fork.path, text)
+    log.info(
+        "recorded base.sha256 = %s in %s", imported.sha256, project.shown(fork.path)
+    )
 
 
 def export(project: Project, fork: Fork) -> int:
