@@ -341,6 +341,10 @@ def test_an_up_to_date_series_exits_0_and_changes_nothing(
     assert report_of(scenario)["status"] == "up-to-date"
     assert scenario.snapshot() == before
     assert "tiny is up to date" in capsys.readouterr().out
+    assert scenario.run("--to", "1.0", "--json") == EXIT_UP_TO_DATE
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == report_of(scenario)
+    assert set(classes(printed).values()) == {"unchanged"}
 
 
 def test_a_resolution_to_upstreams_version_drops_the_patch(

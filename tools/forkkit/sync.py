@@ -182,7 +182,12 @@ class Sync:
         )
         if plan.up_to_date:
             for record in report.patches:
-                record.evidence = []
+                record.settle(
+                    plan.base,
+                    "unchanged",
+                    "the base is the target: nothing to carry",
+                    [],
+                )
             log.info(
                 "%s: the base %s is the newest upstream release; nothing to do",
                 self.fork.name,
