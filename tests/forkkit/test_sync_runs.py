@@ -361,3 +361,80 @@ def test_map_range_follows_lines_from_the_old_to_the_new_base(
     expected: tuple[int, int],
 ) -> None:
     assert sync.map_range(hunks, *lines) == expected
+
+
+def three_releases(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
+    """1.1 changes the README; 1.2 moves lines near patch 01, takes patch 02."""
+    up = start_upstream(tmp / "upstream")
+    up.commit({"README.md": "Tiny.\n"}, "Shorten the README")
+    up.release("1.1")
+    core = read(up, "tinylib/core.py")
+    core = edit(core, "def function_11():", "def function_11(x=0):")
+    up.commit({"tinylib/core.py": core}, "Let function_11 take an argument")
+    up.commit(
+        {
+            "tinylib/core.py": edit(core, "return 2\n", "return 20\n"),
+            "tests/test_two.py": "def test_two():\n    pass\n",
+        },
+        "Return 20 from function_2, with a test",
+    )
+    up.release("1.2")
+    scenario = make_scenario(tmp, monkeypatch, up)
+    scenario.add_patch(
+        "01-merge.patch",
+        {"tinylib/core.py": edit(CORE, "return 10\n", "return 100\n")},
+        "Return 100 from function_10",
+    )
+    scenario.commit()
+    return scenario
+
+
+def test_later_releases_are_carried_by_rebase_and_classified_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = three_releases(tmp_path, monkeypatch)
+    used = []
+    original = sync.Sync._rebase_cleanly
+
+    def spy(self: sync.Sync, *args: object, **kwargs: object) -> bool:
+        used.append(original(self, *args, **kwargs))  # type: ignore[arg-type]
+        return used[-1]
+
+    monkeypatch.setattr(sync.Sync, "_rebase_cleanly", spy)
+
+    assert scenario.run("--step") == EXIT_UPDATED
+
+    assert used == [False, True]  # 1.1 by git am, 1.2 by rebase
+    (patch,) = report_of(scenario)["patches"]
+    assert [(e["release"], e["class"]) for e in patch["evidence"]] == [
+        ("1.1", "applied"),
+        ("1.2", "applied-3way"),
+    ]
+    text = (scenario.series_dir / "01-merge.patch").read_text()
+    assert "+    return 100" in text and "def function_11(x=0):" in text
+
+
+def test_a_patch_that_becomes_empty_at_a_later_release_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = three_releases(tmp_path, monkeypatch)
+    scenario.add_patch(
+        "02-two.patch",
+        {"tinylib/core.py": edit(CORE, "return 2\n", "return 20\n")},
+        "Return 20 from function_2",
+    )
+    scenario.commit()
+
+    assert scenario.run("--step") == EXIT_UPDATED
+
+    report = report_of(scenario)
+    two = report["patches"][1]
+    assert [(e["release"], e["class"]) for e in two["evidence"]] == [
+        ("1.1", "applied"),
+        ("1.2", "dropped-upstream"),
+    ]
+    assert "became empty on 1.2" in two["evidence"][1]["detail"]
+    assert [c["subject"] for c in two["evidence"][1]["commits"]] == [
+        "Return 20 from function_2, with a test"
+    ]
+    assert (scenario.series_dir / "series").read_text().split()[-1] == "01-merge.patch"
