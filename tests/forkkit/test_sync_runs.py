@@ -438,3 +438,41 @@ def test_a_patch_that_becomes_empty_at_a_later_release_is_dropped(
         "Return 20 from function_2, with a test"
     ]
     assert (scenario.series_dir / "series").read_text().split()[-1] == "01-merge.patch"
+
+
+def test_a_later_release_that_merged_a_patch_verbatim_rebases_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = start_upstream(tmp_path / "upstream")
+    core = read(up, "tinylib/core.py")
+    up.commit(
+        {"tinylib/core.py": edit(core, "def function_11():", "def function_11(x=0):")},
+        "Let function_11 take an argument",
+    )
+    up.release("1.1")
+    up.commit({"README.md": "Tiny library, extended.\n"}, "Say what tinylib does")
+    up.release("1.2")
+    scenario = make_scenario(tmp_path, monkeypatch, up)
+    for name, (old, new) in {
+        "01-two.patch": ("return 2\n", "return 20\n"),
+        "03-three.patch": ("return 3\n", "return 30\n"),
+    }.items():
+        scenario.add_patch(name, {"tinylib/core.py": edit(CORE, old, new)}, name)
+    scenario.add_patch(
+        "02-readme.patch", {"README.md": "Tiny library, extended.\n"}, "Readme"
+    )
+    scenario.commit()
+
+    assert scenario.run("--step") == EXIT_UPDATED
+
+    report = report_of(scenario)
+    assert [p["class"] for p in report["patches"]] == [
+        "applied",
+        "applied",
+        "dropped-upstream",
+    ]
+    assert "has the same patch-id" in report["patches"][2]["evidence"][-1]["detail"]
+    assert (scenario.series_dir / "series").read_text().split()[-2:] == [
+        "01-two.patch",
+        "03-three.patch",
+    ]

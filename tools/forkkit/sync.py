@@ -318,9 +318,10 @@ class Sync:
                 continue
             queue.append(carried)
 
+        complete = len(queue) == len(state.carried)
         state.queue = [c.file for c in queue]
         state.carried = queue
-        if queue and self._rebase_cleanly(state, old_commit, new_commit):
+        if queue and self._rebase_cleanly(state, old_commit, new_commit, complete):
             return False
 
         ws.git("checkout", "--quiet", "--force", "-B", SERIES_BRANCH, new_commit)
@@ -333,7 +334,9 @@ class Sync:
         )
         return self._after_am(state, status, output, start=0)
 
-    def _rebase_cleanly(self, state: _State, old_commit: str, new_commit: str) -> bool:
+    def _rebase_cleanly(
+        self, state: _State, old_commit: str, new_commit: str, complete: bool
+    ) -> bool:
         """Carry a step that goes cleanly with git rebase; False to use git am.
 
         From the second release on, the patches are commits on the previous
@@ -348,18 +351,28 @@ class Sync:
         if state.step == 0 or not all(c.commit for c in queue):
             return False
         ws = self.workspace
-        todo = Path(ws.repo.git_dir) / "forkkit-todo"
-        todo.write_text("".join(f"pick {c.commit}\n" for c in queue))
+        # With nothing dropped (*complete*), the commits since the old base are
+        # the queue: a plain rebase. Otherwise an interactive one whose todo
+        # leaves the dropped ones out.
+        picks = [c.commit for c in queue]
+        options = ["--reapply-cherry-picks"]
+        env: dict[str, str] = {}
+        if not complete:
+            todo = Path(ws.repo.git_dir) / "forkkit-todo"
+            todo.write_text("".join(f"pick {c}\n" for c in picks))
+            options = ["--interactive"]
+            env = {"GIT_SEQUENCE_EDITOR": f"cp {shlex.quote(str(todo))}"}
         status, _ = self._git_merged(
             "-c",
             "rerere.enabled=false",
             "rebase",
-            "--interactive",
+            *options,
             "--empty=keep",
+            "--committer-date-is-author-date",
             "--onto",
             new_commit,
             old_commit,
-            env={"GIT_SEQUENCE_EDITOR": f"cp {shlex.quote(str(todo))}"},
+            env=env,
         )
         if status != 0:
             self._git_merged("rebase", "--abort")
