@@ -65,7 +65,6 @@ _HEX = re.compile(r"\b[0-9a-f]{7,40}\b")
 _PULL = re.compile(r"/(?:pull|pulls|merge_requests|issues)/(\d+)")
 _MAIL_START = re.compile(r"^From [0-9a-f]{40} Mon Sep 17 00:00:00 2001$", re.M)
 _FIELD = "\x1f"
-_ZERO = "0" * 40
 _LOG_FORMAT = f"--format=%H{_FIELD}%s{_FIELD}%an <%ae>"
 
 
@@ -565,7 +564,9 @@ class Sync:
             and report.record(f).evidence[-1].release == release
             and report.record(f).evidence[-1].cls != "dropped-upstream"
         ]
-        text = self.workspace.git(*FORMAT_PATCH, f"{base}..HEAD")
+        # Real commit ids in the "From" lines: the next release rebases them.
+        options = [o for o in FORMAT_PATCH if o != "--zero-commit"]
+        text = self.workspace.git(*options, f"{base}..HEAD")
         mails = _split_mbox(text)
         if len(mails) != len(kept):
             raise WorkspaceError(
@@ -573,7 +574,7 @@ class Sync:
                 f"on {release} but {len(kept)} patch(es) applied; the workspace "
                 "was changed during the run, run --abort and start again"
             )
-        ids = self.workspace.git("rev-list", "--reverse", f"{base}..HEAD").split()
+        ids = [mail.split(" ", 2)[1] for mail in mails]
         carried = [_Carried(f, t, c) for f, t, c in zip(kept, mails, ids, strict=True)]
         for before, after in zip(
             [c for c in state.carried if c.file in kept], carried, strict=True
@@ -735,25 +736,44 @@ class Sync:
         """Upstream commits between *old* and *new* by patch-id, and ours.
 
         One ``git log`` and one ``git patch-id`` per release: the upstream
-        commits come first, then the carried patches (all commit id zero).
+        commits come first, then the carried patches. Only upstream commits
+        that touch a file of the series can have a patch's patch-id, so the
+        log is limited to those (with their full diff); when there are none,
+        patch-id does not run at all.
         """
         if self.fork.upstream.source != "git" or old == new or not carried:
             return {}, [None] * len(carried)
+        paths = sorted(
+            {
+                path
+                for c in carried
+                for diff in c.patch.files
+                for path in (diff.old_path, diff.new_path)
+                if path is not None
+            }
+        )
         # patch-id reads "commit <id>" lines (the default log header confuses
         # it); the line after it, marked with \x1f, is the evidence to show.
         text = self.workspace.git(
             "log",
             "-p",
+            "--full-diff",
             "--no-merges",
             "--no-color",
             f"--format=commit %H%n{_FIELD}%H{_FIELD}%s{_FIELD}%an <%ae>",
             f"{old}..{new}",
+            "--",
+            *paths,
         )
+        if not text:
+            return {}, [None] * len(carried)
         marked = [line[1:] for line in text.splitlines() if line.startswith(_FIELD)]
         commits = {c.id: c for c in _commits("\n".join(marked))}
         mails = "".join(_as_mail(c.text) for c in carried)
-        ids = self._run_patch_id((text + "\n" if text else "") + mails)
-        ours = [pid for pid, cid in ids if cid == _ZERO]
+        ids = self._run_patch_id(text + "\n" + mails)
+        ours = [
+            pid for pid, cid in ids[len(ids) - len(carried) :] if cid not in commits
+        ]
         if len(ours) != len(carried):
             ours = [(self._run_patch_id(c.text) or [("", "")])[0][0] for c in carried]
         upstream = {pid: commits[cid] for pid, cid in ids if cid in commits}
