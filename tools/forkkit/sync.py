@@ -2,7 +2,9 @@
 
 A run works in its own workspace (``.workspace/<fork>-sync``): it imports the
 releases it passes through, applies the series to each one with ``git am
---3way`` and classifies every patch with evidence. Nothing under ``forks/``
+--3way`` (from the second release on, a release that takes every patch
+cleanly is carried with ``git rebase``, which costs far less) and classifies
+every patch with evidence. Nothing under ``forks/``
 or ``patches/`` changes until the run has carried the series all the way and
 the guarding tests passed; then the refreshed series, the recorded conflict
 resolutions and the new base are written together.
