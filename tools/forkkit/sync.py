@@ -522,7 +522,7 @@ class Sync:
             if status != 0:
                 raise WorkspaceError(
                     f"{self.project.shown(self.workspace.path)}: git am failed "
-                    f"on {release}: {output.strip().splitlines()[-1:]}"
+                    f"on {release}: {(output.strip().splitlines() or ['?'])[-1]}"
                 )
             self._collect_commits(state)
             return False
