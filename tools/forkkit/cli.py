@@ -23,6 +23,11 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (errors.PatchDoesNotApply, 3),
     (errors.UpstreamError, 4),
     (errors.WorkspaceError, 5),
+    (errors.ReleaseInProgress, 5),
+    (errors.ReleaseCheckFailed, 1),
+    (errors.PublishFailed, 7),
+    (errors.PinMismatch, 8),
+    (errors.ReleaseError, 6),
     (errors.ForkError, 6),
 ]
 INTERRUPTED = 130

@@ -57,3 +57,35 @@ class PatchDoesNotApply(ForkError):
 
 class CheckFailed(ForkError):
     """``check`` found problems; the message lists every one of them."""
+
+
+class ReleaseError(ForkError):
+    """Root of the failures of ``tools/release-fork``."""
+
+
+class ReleaseInProgress(ReleaseError):
+    """Another release of the same fork is running in this project."""
+
+
+class BuildFailed(ReleaseError):
+    """Preparing the release tree or building its sdist and wheel failed."""
+
+
+class ReleaseCheckFailed(ReleaseError):
+    """A built release failed a check before publishing (metadata, import, gate)."""
+
+
+class PublishFailed(ReleaseError):
+    """The package index did not take the release."""
+
+
+class AuthenticationFailed(PublishFailed):
+    """The package index refused the credentials (HTTP 401 or 403)."""
+
+
+class IndexConflict(PublishFailed):
+    """The index holds a file of the same name with different content."""
+
+
+class PinMismatch(ReleaseError):
+    """A rebuilt pinned release does not have the pinned hashes."""

@@ -1,0 +1,161 @@
+"""Benchmark: tools/release-fork against a plain build and upload.
+
+In one run, on a copy of this project's fork declaration and series, with
+two throw-away pypiservers on loopback ports:
+
+1. ``tools/release-fork --repository-url A`` from a fresh project (cold: the
+   workspace imports the base; the sdist and dependency caches are warm);
+2. plain ``python -m build`` (isolated, as a maintainer would run it) and
+   ``twine upload`` of the very tree that release built, to server B;
+3. the same release again: nothing to do;
+4. a warm release (workspace present) of the next version to a third server.
+
+Prints each time, and the ratios release / baseline. Targets: at most 1.3x
+for a full release, under 3 seconds for the no-op run. The machine is shared:
+trust the ratios more than the absolute times.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+FORK = sys.argv[1] if len(sys.argv) > 1 else "moto"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def pypiserver(folder: Path) -> Iterator[str]:
+    folder.mkdir(parents=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pypiserver",
+            "run",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-a",
+            ".",
+            "-P",
+            ".",
+            "--disable-fallback",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as server:
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            for _ in range(100):
+                try:
+                    requests.get(url + "simple/", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def timed(command: list[str], **kwargs: object) -> float:
+    started = time.monotonic()
+    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+    return time.monotonic() - started
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-release-") as tmp:
+        work = Path(tmp)
+        project = work / "project"
+        project.mkdir()
+        for name in ("forks", "patches"):
+            shutil.copytree(ROOT / name, project / name)
+        shutil.copy2(ROOT / "pyproject.toml", project / "pyproject.toml")
+        env = clean_env(
+            FORKKIT_ROOT=str(project), TWINE_USERNAME="bench", TWINE_PASSWORD="bench"
+        )
+        release = [str(ROOT / "tools" / "release-fork"), "-q", FORK]
+
+        with (
+            pypiserver(work / "a") as server_a,
+            pypiserver(work / "b") as server_b,
+            pypiserver(work / "c") as server_c,
+        ):
+            cold = timed([*release, "--repository-url", server_a], env=env)
+
+            # The tree release-fork built, exactly: its sdist, unpacked.
+            sdist = next((project / "dist" / FORK).glob("*.tar.gz"))
+            with tarfile.open(sdist) as archive:
+                archive.extractall(work / "tree", filter="data")
+            tree = next((work / "tree").iterdir())
+            started = time.monotonic()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "build",
+                    "--outdir",
+                    str(work / "plain"),
+                    str(tree),
+                ],
+                check=True,
+                env=clean_env(PIP_INDEX_URL="https://pypi.org/simple/"),
+                stdout=subprocess.DEVNULL,
+            )
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "twine",
+                    "upload",
+                    "--non-interactive",
+                    "--disable-progress-bar",
+                    "--repository-url",
+                    server_b,
+                    *map(str, sorted((work / "plain").iterdir())),
+                ],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            baseline = time.monotonic() - started
+
+            noop = timed([*release, "--repository-url", server_a], env=env)
+            warm = timed([*release, "--repository-url", server_c], env=env)
+
+    print(f"release-fork, full, cold workspace: {cold:6.1f} s")
+    print(f"release-fork, full, warm workspace: {warm:6.1f} s")
+    print(f"python -m build + twine upload:     {baseline:6.1f} s")
+    print(f"ratio cold / plain:                 {cold / baseline:6.2f}x  (target 1.3x)")
+    print(f"ratio warm / plain:                 {warm / baseline:6.2f}x  (target 1.3x)")
+    print(f"release-fork, no-op:                {noop:6.2f} s  (target < 3 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Checks a built release passes before it is published.
+
+* ``twine check --strict`` on both files;
+* the wheel's and the sdist's metadata name the distribution and the version,
+  and both carry the provenance record;
+* the wheel installs into a fresh virtualenv with ``--require-hashes`` and
+  imports there: ``__version__`` is the release's version, the package comes
+  from the wheel, and upstream's own distribution is not installed beside it;
+* the upstream tests that guard the patches pass against the installed wheel.
+
+The release's dependencies live in a virtualenv cached per set of
+requirements and joined to the fresh one by a ``.pth`` file: every check
+installs the release itself afresh without downloading its dependencies again.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+
+from forkkit.build import (
+    PROVENANCE_FILE,
+    Artifacts,
+    clean_environment,
+    run_quiet,
+)
+from forkkit.errors import ReleaseCheckFailed
+from forkkit.index import cache_dir
+
+log = logging.getLogger(__name__)
+
+_PYTEST_CONFIG = ("pyproject.toml", "setup.cfg", "pytest.ini", "tox.ini", "conftest.py")
+
+
+def check_files(
+    artifacts: Artifacts, distribution: str, version: str, package: str
+) -> None:
+    """twine check, metadata and contents of both files."""
+    run_quiet(
+        [
+            sys.executable,
+            "-m",
+            "twine",
+            "check",
+            "--strict",
+            *map(str, artifacts.files),
+        ],
+        what="twine check --strict",
+        error=ReleaseCheckFailed,
+    )
+    with zipfile.ZipFile(artifacts.wheel) as wheel:
+        names = wheel.namelist()
+        meta_name = next((n for n in names if n.endswith(".dist-info/METADATA")), None)
+        if meta_name is None:
+            raise ReleaseCheckFailed(f"{artifacts.wheel.name}: no METADATA in it")
+        _check_metadata(
+            artifacts.wheel.name, wheel.read(meta_name), distribution, version
+        )
+        if f"{package}/{PROVENANCE_FILE}" not in names:
+            raise ReleaseCheckFailed(
+                f"{artifacts.wheel.name}: {package}/{PROVENANCE_FILE} is missing; the "
+                "base's packaging does not ship package data (check its setup.cfg)"
+            )
+    with tarfile.open(artifacts.sdist, "r:gz") as sdist:
+        members = {m.name: m for m in sdist.getmembers()}
+        top = artifacts.sdist.name.removesuffix(".tar.gz")
+        info = members.get(f"{top}/PKG-INFO")
+        stream = sdist.extractfile(info) if info else None
+        if stream is None:
+            raise ReleaseCheckFailed(f"{artifacts.sdist.name}: no {top}/PKG-INFO")
+        _check_metadata(artifacts.sdist.name, stream.read(), distribution, version)
+        if f"{top}/{package}/{PROVENANCE_FILE}" not in members:
+            raise ReleaseCheckFailed(
+                f"{artifacts.sdist.name}: {package}/{PROVENANCE_FILE} is missing"
+            )
+
+
+def _check_metadata(shown: str, raw: bytes, distribution: str, version: str) -> None:
+    message = email.parser.BytesParser().parsebytes(raw, headersonly=True)
+    found = (message.get("Name"), message.get("Version"))
+    if found != (distribution, version):
+        raise ReleaseCheckFailed(
+            f"{shown}: metadata says {found[0]} {found[1]}, expected "
+            f"{distribution} {version}"
+        )
+
+
+def requirements_of(wheel: Path, extras: tuple[str, ...] = ()) -> list[str]:
+    """The wheel's requirements with *extras*, as pip reads them."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        message = email.parser.BytesParser().parsebytes(archive.read(name))
+    environment: dict[str, str] = {
+        key: str(value) for key, value in default_environment().items()
+    }
+    wanted = []
+    for text in message.get_all("Requires-Dist") or []:
+        requirement = Requirement(text)
+        marker = requirement.marker
+        if marker is None or any(
+            marker.evaluate({**environment, "extra": extra}) for extra in ("", *extras)
+        ):
+            requirement.marker = None
+            wanted.append(str(requirement))
+    return sorted(wanted)
+
+
+def dependency_env(requirements: list[str], index_url: str) -> Path | None:
+    """A cached virtualenv with *requirements* installed; None when empty."""
+    if not requirements:
+        return None
+    key = hashlib.sha256(
+        json.dumps([sys.version_info[:2], index_url, requirements]).encode()
+    ).hexdigest()[:24]
+    env_dir = cache_dir() / "envs" / key
+    if (env_dir / ".complete").is_file():
+        return env_dir
+
+    log.info("  installing %d dependencies once into %s", len(requirements), env_dir)
+    env_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=env_dir.parent))
+    try:
+        _venv(scratch)
+        run_quiet(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(scratch / "bin" / "python"),
+                "install",
+                "--quiet",
+                "--index-url",
+                index_url,
+                *requirements,
+            ],
+            what="installing the release's dependencies",
+            error=ReleaseCheckFailed,
+        )
+        (scratch / ".complete").write_text("\n".join(requirements) + "\n")
+        try:
+            os.replace(scratch, env_dir)
+        except OSError:
+            if not (env_dir / ".complete").is_file():  # another run won the race
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return env_dir
+
+
+def install_and_import(
+    artifacts: Artifacts,
+    workdir: Path,
+    *,
+    distribution: str,
+    version: str,
+    package: str,
+    upstream_project: str,
+    deps: Path | None,
+) -> Path:
+    """Install the wheel into a fresh virtualenv and import it; return the env."""
+    venv = workdir / "venv"
+    _venv(venv)
+    digest = artifacts.hashes()[artifacts.wheel.name]
+    requirements = workdir / "release.txt"
+    requirements.write_text(f"{distribution}=={version} --hash=sha256:{digest}\n")
+    run_quiet(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--require-hashes",
+            "--no-index",
+            "--only-binary",
+            ":all:",
+            "--find-links",
+            str(artifacts.folder),
+            "-r",
+            str(requirements),
+        ],
+        what=f"installing {artifacts.wheel.name} with --require-hashes",
+        error=ReleaseCheckFailed,
+    )
+    if deps is not None:
+        (_site_packages(venv) / "_forkkit_deps.pth").write_text(
+            str(_site_packages(deps)) + "\n"
+        )
+
+    probe = (
+        "import importlib.metadata as md, json, importlib.resources as r\n"
+        f"import {package} as p\n"
+        "try:\n"
+        f"    md.distribution({upstream_project!r}); upstream = True\n"
+        "except md.PackageNotFoundError:\n"
+        "    upstream = False\n"
+        f"record = json.loads(r.files({package!r}).joinpath({PROVENANCE_FILE!r})"
+        ".read_text())\n"
+        "print(json.dumps({'version': getattr(p, '__version__', None), "
+        "'file': p.__file__, 'upstream': upstream, "
+        f"'installed': md.version({distribution!r}), "
+        "'provenance': record.get('version')}))\n"
+    )
+    out = run_quiet(
+        [str(venv / "bin" / "python"), "-I", "-c", probe],
+        what=f"importing {package} from the installed {distribution}",
+        error=ReleaseCheckFailed,
+        env=clean_environment(),
+        cwd=workdir,
+    )
+    found = json.loads(out.strip().splitlines()[-1])
+    problems = []
+    if found["version"] != version:
+        problems.append(f"{package}.__version__ is {found['version']!r}")
+    if found["installed"] != version or found["provenance"] != version:
+        problems.append(
+            f"installed metadata says {found['installed']}, provenance says "
+            f"{found['provenance']}"
+        )
+    if not Path(found["file"]).resolve().is_relative_to(venv.resolve()):
+        problems.append(f"{package} was imported from {found['file']}, not the wheel")
+    if found["upstream"]:
+        problems.append(
+            f"upstream {upstream_project} is installed beside {distribution}; one "
+            "of the release's dependencies pulls it in and would overwrite it"
+        )
+    if problems:
+        raise ReleaseCheckFailed(
+            f"{artifacts.wheel.name} installed but fails its import check: "
+            + "; ".join(problems)
+        )
+    return venv
+
+
+def run_guards(venv: Path, tree: Path, workdir: Path, node_ids: list[str]) -> None:
+    """Run upstream's tests *node_ids* from *tree* against the installed wheel.
+
+    Only the tests and the pytest configuration are copied, so the package
+    imported is the installed one, never the source next to the tests.
+    """
+    gate = workdir / "gate"
+    gate.mkdir()
+    roots = sorted({node.split("::", 1)[0].split("/", 1)[0] for node in node_ids})
+    for name in [*roots, *_PYTEST_CONFIG]:
+        source = tree / name
+        if source.is_dir():
+            shutil.copytree(source, gate / name)
+        elif source.is_file():
+            shutil.copy2(source, gate / name)
+    run_quiet(
+        [
+            str(venv / "bin" / "python"),
+            "-I",
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--no-header",
+            "-o",
+            "addopts=",
+            *node_ids,
+        ],
+        what=f"the guard tests ({len(node_ids)} node ids)",
+        error=ReleaseCheckFailed,
+        env=clean_environment(),
+        cwd=gate,
+    )
+
+
+def _venv(path: Path) -> None:
+    run_quiet(
+        [sys.executable, "-m", "venv", "--without-pip", str(path)],
+        what="creating a virtualenv",
+        error=ReleaseCheckFailed,
+    )
+
+
+def _site_packages(venv: Path) -> Path:
+    found = sorted(venv.glob("lib/python*/site-packages"))
+    if not found:
+        raise ReleaseCheckFailed(f"{venv}: no site-packages folder")
+    return found[0]
