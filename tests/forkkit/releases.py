@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from forkkit.project import Project
-
 from tests.forkkit.upstreams import Upstream, make_patch, write_declaration
 
 SETUP_CFG = """\

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from forkkit.commands import release_fork
 from forkkit.project import Project
 from forkkit.release import Transaction
-
 from tests.forkkit.releases import add_patch, tiny_project, tiny_upstream
 from tests.forkkit.upstreams import Upstream
 

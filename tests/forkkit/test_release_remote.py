@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from forkkit.commands import release_fork
 from forkkit.project import Project
-
 from tests.forkkit.releases import tiny_project, tiny_upstream
 
 USER, PASSWORD = "releaser", "s3cret-pass"
