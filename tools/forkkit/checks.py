@@ -260,13 +260,12 @@ def run_guards(venv: Path, tree: Path, workdir: Path, node_ids: list[str]) -> No
     """
     gate = workdir / "gate"
     gate.mkdir()
-    roots = sorted({node.split("::", 1)[0].split("/", 1)[0] for node in node_ids})
-    for name in [*roots, *_PYTEST_CONFIG]:
-        source = tree / name
-        if source.is_dir():
-            shutil.copytree(source, gate / name)
-        elif source.is_file():
-            shutil.copy2(source, gate / name)
+    for name in _PYTEST_CONFIG:
+        if (tree / name).is_file():
+            shutil.copy2(tree / name, gate / name)
+    for relative in _guard_files(tree, node_ids):
+        (gate / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tree / relative, gate / relative)
     run_quiet(
         [
             str(venv / "bin" / "python"),
@@ -286,6 +285,30 @@ def run_guards(venv: Path, tree: Path, workdir: Path, node_ids: list[str]) -> No
         env=clean_environment(),
         cwd=gate,
     )
+
+
+def _guard_files(tree: Path, node_ids: list[str]) -> list[Path]:
+    """The files the guard tests need, relative to *tree*.
+
+    Each test's own folder, whole (its helpers and data), and the loose files
+    of every folder above it (``conftest.py``, ``__init__.py``, shared helpers).
+    Copying all of upstream's tests would cost thousands of files per release.
+    """
+    needed: set[Path] = set()
+    for node in node_ids:
+        folder = Path(node.split("::", 1)[0])
+        if not (tree / folder).is_dir():
+            folder = folder.parent
+        needed.update(
+            p.relative_to(tree) for p in (tree / folder).rglob("*") if p.is_file()
+        )
+        for parent in folder.parents:
+            if parent == Path("."):
+                break
+            needed.update(
+                p.relative_to(tree) for p in (tree / parent).iterdir() if p.is_file()
+            )
+    return sorted(needed)
 
 
 def _venv(path: Path) -> None:
