@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -32,9 +34,11 @@ def moto_server(python: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             try:
                 urllib.request.urlopen(f"{url}/moto-api/", timeout=1).read()
                 break
-            except OSError:
+            except OSError as error:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"moto server from {python} did not start")
+                    raise RuntimeError(
+                        f"moto server from {python} did not start"
+                    ) from error
                 time.sleep(0.1)
         yield url, process
     finally:
@@ -58,16 +62,15 @@ def client(service: str, url: str, **config: object) -> object:
 
 def process_cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process, from /proc."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
-    import os
-
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int, field: str = "VmRSS") -> float:
     """A memory field of /proc/<pid>/status (VmRSS, VmHWM) in MiB."""
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     raise KeyError(field)

@@ -16,9 +16,8 @@ import collections
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from botocore.exceptions import ClientError
-
 from _server import client, moto_server
+from botocore.exceptions import ClientError
 
 
 def run(s3: object, threads: int, total: int) -> tuple[float, collections.Counter[str]]:
@@ -44,7 +43,9 @@ def main() -> None:
     args = parser.parse_args()
 
     total = args.threads * args.puts
-    print(f"PutObject to one key: {args.threads} threads x {args.puts}, and 1 x {total}")
+    print(
+        f"PutObject to one key: {args.threads} threads x {args.puts}, and 1 x {total}"
+    )
     for python in args.pythons:
         with moto_server(python) as (url, _):
             s3 = client("s3", url, max_pool_connections=args.threads)

@@ -78,7 +78,7 @@ def main() -> None:
 
     base = results[0]
     print(f"object {args.size_mib} MiB, single PutObject then GetObject")
-    for python, result in zip(args.pythons, results):
+    for python, result in zip(args.pythons, results, strict=True):
         print(
             f"{python}: idle {result['idle']:.0f} MiB, "
             f"put peak {result['put_peak']:.0f} MiB in {result['put_s']:.1f} s "

@@ -52,7 +52,9 @@ def measure(python: str, depth: int) -> dict[str, tuple[float, float]]:
                 QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"]
             )
 
-        result["deep_receive_delete"] = timed(process.pid, SAMPLE // 2, receive_and_delete)
+        result["deep_receive_delete"] = timed(
+            process.pid, SAMPLE // 2, receive_and_delete
+        )
         return result
 
 

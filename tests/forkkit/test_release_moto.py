@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from forkkit.commands import release_fork
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from tests.proxy.proxy_support import ProxyFactory, RunningProxy, free_port, unique
 
 from proxy.backend import RemoteBackend
 from proxy.cli import Settings, build_gateway
@@ -20,6 +19,7 @@ from proxy.gateway import Gateway
 from proxy.listener import ListenerChain, register
 from proxy.listeners.apigateway import ApiGatewayListener
 from proxy.server import ProxyServer
+from tests.proxy.proxy_support import ProxyFactory, RunningProxy, free_port, unique
 
 # A MOCK integration that answers 200.
 MOCK_200 = {

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from tests.proxy.proxy_support import ProxyFactory, RunningProxy, unique
 
 from proxy.errors import ListenerLoadError
 from proxy.listener import register
@@ -21,6 +20,7 @@ from proxy.listeners.dynamodb_ttl import (
     sweep_interval,
     table_of_iterator,
 )
+from tests.proxy.proxy_support import ProxyFactory, RunningProxy, unique
 
 INTERVAL = 0.3
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import requests
-from tests.proxy.proxy_support import ProxyFactory, RunningProxy, unique
 
 from proxy.listener import register
 from proxy.listeners.cors import CorsListener
@@ -17,6 +16,7 @@ from proxy.listeners.s3_cors import (
     parse_cors_configuration,
     wildcard_match,
 )
+from tests.proxy.proxy_support import ProxyFactory, RunningProxy, unique
 
 APP = "http://app.example"
 CORS_NAMES = ("access-control-", "vary")

@@ -21,7 +21,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from tests.proxy.proxy_support import ProxyFactory, RunningProxy, unique
 
 from proxy.errors import ListenerLoadError
 from proxy.listener import register
@@ -36,6 +35,7 @@ from proxy.listeners.sns_http import (
     string_to_sign,
     verify,
 )
+from tests.proxy.proxy_support import ProxyFactory, RunningProxy, unique
 
 FAST_RETRIES = DeliveryPolicy(retries=3, delay=0.2, max_delay=0.5, timeout=5)
 
