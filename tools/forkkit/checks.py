@@ -258,14 +258,7 @@ def run_guards(venv: Path, tree: Path, workdir: Path, node_ids: list[str]) -> No
     Only the tests and the pytest configuration are copied, so the package
     imported is the installed one, never the source next to the tests.
     """
-    gate = workdir / "gate"
-    gate.mkdir()
-    for name in _PYTEST_CONFIG:
-        if (tree / name).is_file():
-            shutil.copy2(tree / name, gate / name)
-    for relative in _guard_files(tree, node_ids):
-        (gate / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(tree / relative, gate / relative)
+    gate = prepare_gate(tree, workdir / "gate", node_ids)
     run_quiet(
         [
             str(venv / "bin" / "python"),
@@ -285,6 +278,22 @@ def run_guards(venv: Path, tree: Path, workdir: Path, node_ids: list[str]) -> No
         env=clean_environment(),
         cwd=gate,
     )
+
+
+def prepare_gate(tree: Path, gate: Path, node_ids: list[str]) -> Path:
+    """Copy the tests *node_ids* need, and the pytest configuration, to *gate*.
+
+    Only tests are copied, so the code under test is whatever the interpreter
+    that runs them imports (an installed wheel, or a tree on ``PYTHONPATH``).
+    """
+    gate.mkdir()
+    for name in _PYTEST_CONFIG:
+        if (tree / name).is_file():
+            shutil.copy2(tree / name, gate / name)
+    for relative in _guard_files(tree, node_ids):
+        (gate / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tree / relative, gate / relative)
+    return gate
 
 
 def _guard_files(tree: Path, node_ids: list[str]) -> list[Path]:

@@ -36,10 +36,9 @@ from typing import IO, Any
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from forkkit import build, checks, publish
+from forkkit import build, checks, guards, publish
 from forkkit.build import Artifacts, Inputs, PatchRecord, ReleaseSettings
 from forkkit.errors import (
-    DeclarationError,
     IndexConflict,
     PinMismatch,
     ReleaseError,
@@ -533,14 +532,8 @@ def _install(
 
 
 def _guard_ids(fork: Fork, patches: list[tuple[Path, Patch]], shown: str) -> list[str]:
-    names = {patch.file for _, patch in patches}
-    for name in fork.guards:
-        if name not in names:
-            raise DeclarationError(
-                f"{shown}: key 'guards.{name}' names a patch that is not in the "
-                "series; remove the key or add the patch"
-            )
-    return [node for _, p in patches for node in fork.guards.get(p.file, [])]
+    declared = guards.declared(fork, [patch for _, patch in patches], shown)
+    return [node for tests in declared.values() for node in tests]
 
 
 def _keep(artifacts: Artifacts, folder: Path) -> Path:

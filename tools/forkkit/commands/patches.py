@@ -4,6 +4,7 @@ apply   build the workspace: the base plus one commit per patch
 export  write the workspace's commits back into the series folder
 check   the series is well-formed, applies exactly and is normalised
 list    each patch with its subject, Upstream-Status and files
+guards  each patch's guard tests fail on the base and pass with the series
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from forkkit import cli
+from forkkit import cli, guards
 from forkkit.errors import CheckFailed, ForkError, PatchDoesNotApply
 from forkkit.fork import Fork, set_base
 from forkkit.project import Project
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="verify the series (CI runs this)")
     listing = commands.add_parser("list", help="show the series")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    proving = commands.add_parser(
+        "guards", help="prove each patch's guard tests fail without it"
+    )
+    proving.add_argument("--json", action="store_true", help="machine-readable output")
     for sub in commands.choices.values():
         sub.add_argument("fork", nargs="?", help="fork name (default: the only one)")
         cli.add_verbosity(sub, sub=True)
@@ -66,6 +71,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         print(f"{fork.name}: the series is consistent")
         return 0
+    if args.command == "guards":
+        return prove_guards(project, fork, as_json=args.json)
     return show(project, fork, as_json=args.json)
 
 
@@ -215,6 +222,38 @@ def show(project: Project, fork: Fork, *, as_json: bool) -> int:
         print(f"    files: {', '.join(row['files'])}")
     if not rows:
         print(f"{fork.name}: the series is empty")
+    return 0
+
+
+def prove_guards(project: Project, fork: Fork, *, as_json: bool) -> int:
+    """Run each patch's guard tests on the base and the series; 1 if one fails."""
+    started = time.monotonic()
+    proofs = guards.prove(project, fork)
+    if as_json:
+        json.dump(
+            {
+                "fork": fork.name,
+                "base": fork.base.version,
+                "patches": [proof.as_dict() for proof in proofs],
+            },
+            sys.stdout,
+            indent=2,
+        )
+        print()
+    else:
+        print(f"| patch | guard tests | on {fork.base.version} | with the series |")
+        print("|---|---|---|---|")
+        for proof in proofs:
+            base = proof.on_base.summary if proof.on_base else "-"
+            series = proof.on_series.summary if proof.on_series else "-"
+            print(f"| {proof.patch} | {len(proof.tests)} | {base} | {series} |")
+    problems = [p for p in (proof.problem for proof in proofs) if p]
+    log.info("guards: %d patch(es) in %.1fs", len(proofs), time.monotonic() - started)
+    if problems:
+        raise CheckFailed(
+            f"{len(problems)} patch(es) of {fork.name} not guarded:\n"
+            + "\n".join(f"  {p}" for p in problems)
+        )
     return 0
 
 
