@@ -243,10 +243,13 @@ def test_pinned_rebuilds_the_pinned_release_into_an_empty_index(
     add_patch(project, upstream, project.root.parent / "work", 7)
     first = released(capsys, "tiny")
     pinned = state(project.root)
-    # A clean clone: no index, no workspace, and the series moved on since.
+    # A clean clone: no index, no workspace, and the series moved on since,
+    # with a guard for the new patch that the pinned release never had.
     shutil.rmtree(project.root / "index")
     shutil.rmtree(project.root / ".workspace")
     add_patch(project, upstream, project.root.parent / "work", 8)
+    with (project.root / "forks" / "tiny.toml").open("a") as declaration:
+        declaration.write(GUARD.replace("7", "8"))
 
     result = released(capsys, "tiny", "--pinned")
 

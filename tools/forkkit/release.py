@@ -336,10 +336,14 @@ def _pinned_inputs(
         path = folder / entry["file"]
         path.write_bytes(data)
         patches.append((path, parse_patch(data.decode(), entry["file"], entry["file"])))
+    # Guards declared for patches added since the pin belong to the next
+    # release; the rebuild runs those of the patches it was made from.
+    recorded = {entry["file"] for entry in record["patches"]}
     pinned_fork = dataclasses.replace(
         fork,
         base=Base(version=base["version"], sha256=base.get("sha256")),
         series_dir=folder,
+        guards={name: tests for name, tests in fork.guards.items() if name in recorded},
     )
     inputs = _inputs(pinned_fork, settings, patches)
     if inputs.key != record.get("inputs"):
