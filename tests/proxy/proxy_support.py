@@ -5,12 +5,14 @@ proxy on a free loopback port in front of either backend. Every test that takes
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,6 +29,21 @@ CREDENTIALS = {
     "aws_access_key_id": "testing",
     "aws_secret_access_key": "testing",
 }
+
+
+PIN_RECORD = (
+    Path(__file__).resolve().parents[2] / "requirements" / "moto-ext.provenance.json"
+)
+
+
+def pinned_release() -> dict[str, Any]:
+    """What the health endpoint must report: the release the project pins."""
+    record = json.loads(PIN_RECORD.read_text())
+    return {
+        "distribution": record["distribution"],
+        "version": record["version"],
+        "provenance": record["provenance"],
+    }
 
 
 def free_port() -> int:

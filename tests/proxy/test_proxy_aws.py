@@ -12,7 +12,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.proxy.proxy_support import RunningProxy, unique
+from tests.proxy.proxy_support import RunningProxy, pinned_release, unique
 
 
 def route_to_proxy(client: Any, proxy: RunningProxy) -> None:
@@ -244,9 +244,10 @@ def test_health_reports_backend_services_and_moto(proxy: RunningProxy) -> None:
 
     assert health["backend"]["kind"] == proxy.kind
     assert {"s3", "sqs", "dynamodb"} <= set(health["services"])
-    assert health["distribution"] == "moto"
+    assert {k: health[k] for k in ("distribution", "version", "provenance")} == (
+        pinned_release()
+    )
     assert health["version"] == __import__("moto").__version__
-    assert health["provenance"] is None
 
 
 def test_concurrent_clients_are_served(proxy: RunningProxy) -> None:

@@ -23,6 +23,7 @@ from tests.proxy.proxy_support import (
     MotoServer,
     free_port,
     peak_rss_mib,
+    pinned_release,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +102,7 @@ def test_environment_sets_port_backend_and_log_level(served: list[Served]) -> No
         "url": "http://127.0.0.1:9",
         "reachable": False,
     }
-    assert health["provenance"] is None
+    assert health["provenance"] == pinned_release()["provenance"]
     names = [r["name"] for r in health["listeners"]]
     assert {"apigateway", "cors", "s3-cors", "sns-http", "dynamodb-ttl"} <= set(names)
     assert listed.status_code == 502
