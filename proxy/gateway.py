@@ -20,7 +20,7 @@ from proxy.backend import Backend
 from proxy.errors import MalformedRequest, ProxyError, UnknownService
 from proxy.health import moto_release
 from proxy.listener import ListenerChain
-from proxy.messages import Request, Response, StreamedBody
+from proxy.messages import Request, Response, StreamedBody, close_body
 from proxy.render import error_response, render_error
 from proxy.services import (
     JSON,
@@ -93,7 +93,7 @@ class Gateway:
             (time.perf_counter() - started) * 1000,
         )
         if head:
-            _close(response.body)
+            close_body(response.body)
             return []
         body = response.body
         return [body] if isinstance(body, bytes) else body
@@ -168,7 +168,7 @@ def aws_shaped(response: Response, match: ServiceMatch) -> Response:
     content_type = response.headers.get("Content-Type", "")
     if response.status_code < 400 or not content_type.startswith("text/html"):
         return response
-    _close(response.body)
+    close_body(response.body)
     status = response.status_code
     try:
         phrase = HTTPStatus(status).phrase
@@ -267,9 +267,3 @@ def _status_line(status: int) -> str:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return f"{status} Unknown"
-
-
-def _close(body: object) -> None:
-    close = getattr(body, "close", None)
-    if close is not None:
-        close()

@@ -36,7 +36,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from proxy.backend import Backend
 from proxy.errors import InvalidListenerResult, ListenerFailed, ListenerLoadError
-from proxy.messages import Body, Request, Response
+from proxy.messages import Body, Request, Response, close_body
 
 log = logging.getLogger(__name__)
 
@@ -164,21 +164,32 @@ class ListenerChain:
         request: Request,
         response: Response,
     ) -> Response:
-        """Run `return_response` in reverse over the listeners that ran."""
+        """Run `return_response` in reverse over the listeners that ran.
+
+        A response that is replaced, or abandoned because a listener failed,
+        has its body closed, so that a backend connection is not left open.
+        """
         for registration in reversed(chain[:ran]):
-            result = _call(
-                registration,
-                "return_response",
-                registration.listener.return_response,
-                request.method,
-                request.path,
-                request.data,
-                request.headers,
-                response,
-            )
-            if result is None:
-                continue
-            response = _as_response(registration, result, allow_status=False)
+            try:
+                result = _call(
+                    registration,
+                    "return_response",
+                    registration.listener.return_response,
+                    request.method,
+                    request.path,
+                    request.data,
+                    request.headers,
+                    response,
+                )
+                if result is None:
+                    continue
+                replacement = _as_response(registration, result, allow_status=False)
+            except Exception:
+                close_body(response.body)
+                raise
+            if replacement.body is not response.body:
+                close_body(response.body)
+            response = replacement
         return response
 
 

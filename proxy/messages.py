@@ -95,3 +95,11 @@ class Response:
             if close is not None:
                 close()
         return self.body
+
+
+def close_body(body: object) -> None:
+    """Let go of a response body that will not be sent: a streamed backend
+    body then hands its connection back to the pool, or closes it."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()

@@ -3,6 +3,7 @@ order of the chain, listeners that raise, and loading by entry points."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import textwrap
@@ -14,8 +15,9 @@ import requests
 from botocore.exceptions import ClientError
 from werkzeug.datastructures import Headers
 
-from proxy.errors import ListenerLoadError
+from proxy.errors import ListenerLoadError, ProxyError
 from proxy.listener import (
+    ListenerChain,
     ListenerContext,
     load_entry_points,
     load_factory,
@@ -117,6 +119,44 @@ def test_return_response_replaces_or_keeps(make_proxy: ProxyFactory) -> None:
     answer = requests.get(proxy.url + "/", timeout=30)
 
     assert (answer.status_code, answer.content) == (202, b"replaced")
+
+
+class BackendBody:
+    """A streamed backend body that records whether it was let go of."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __iter__(self) -> Any:
+        yield b"from the backend"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("reply", "closed"),
+    [
+        (None, False),
+        (Response(202, Headers(), b"replaced"), True),
+        (RuntimeError("boom"), True),
+        ("not a response", True),
+    ],
+    ids=["kept", "replaced", "raised", "invalid"],
+)
+def test_a_backend_body_that_will_not_be_sent_is_closed(
+    reply: object, closed: bool
+) -> None:
+    # An unclosed streamed body would hold its backend connection until the
+    # garbage collector found it.
+    body = BackendBody()
+    chain = [register("only", Scripted("only", reply=reply))]
+    request = Request("GET", "/")
+
+    with contextlib.suppress(ProxyError):
+        ListenerChain(chain).respond(chain, 1, request, Response(200, body=body))
+
+    assert body.closed is closed
 
 
 @pytest.mark.parametrize(
