@@ -76,11 +76,13 @@ class Result:
 class Process:
     """A server subprocess on a loopback port; stopped on exit."""
 
-    def __init__(self, argv: list[str], port: int) -> None:
+    def __init__(
+        self, argv: list[str], port: int, env: dict[str, str] | None = None
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.popen = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

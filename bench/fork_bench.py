@@ -1,0 +1,348 @@
+"""The fork's patches as users meet them: through the proxy, on plain upstream
+moto and on the pinned moto-ext release, in one run.
+
+For each of the two, the proxy is started from that environment (moto in
+process unless said otherwise) and gets the same three loads:
+
+- SQS SendMessage to one queue, empty and then holding ``--depth`` messages;
+  the rate at depth as a ratio to the rate on the empty queue (goal >= 0.9).
+- One ``--size-mib`` S3 object uploaded and downloaded through the proxy with
+  moto in process, and again through the proxy in front of a moto server;
+  the peak of the summed RSS of every proxy and backend process (goal under
+  300 MiB).
+- ``--threads`` x ``--puts`` concurrent PutObject calls to one key (goal: no
+  error).
+
+Plain upstream moto is installed once into a virtualenv under the cache
+(``FORKKIT_CACHE``, default ``~/.cache/forkkit``) from the package index,
+with the proxy's own server beside it; ``--upstream-python`` names another
+interpreter instead. The goals are checked on the fork; upstream's numbers
+are the baseline they are read against. Exit status 0 when every goal is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from proxy_bench import ROOT, GeneratedFile, Process, client, free_port
+
+log = logging.getLogger("bench.fork")
+
+DEPTH_GOAL = 0.9
+RSS_GOAL_MIB = 300
+SAMPLE = 200  # SendMessage calls timed on each queue
+# What the proxy needs beside moto[server] in upstream's environment.
+PROXY_EXTRA = ["cheroot>=10"]
+
+
+@dataclass
+class Numbers:
+    """What one moto did under the three loads."""
+
+    name: str
+    sqs: dict[str, float] = field(default_factory=dict)
+    rss: dict[str, dict[str, float]] = field(default_factory=dict)
+    put_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    put_rate: float = 0.0
+
+
+# Environments.
+
+
+def upstream_python(cache: Path, version: str) -> str:
+    """An interpreter with plain upstream moto *version*, made once."""
+    venv = cache / "bench" / f"moto-{version}"
+    python = venv / "bin" / "python"
+    stamp = venv / ".complete"
+    if stamp.is_file():
+        return str(python)
+    log.info("installing plain moto %s into %s (once)", version, venv)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    subprocess.run(
+        [
+            *(str(python), "-m", "pip", "install", "--quiet"),
+            *("--index-url", "https://pypi.org/simple/"),
+            *(f"moto[server]=={version}", *PROXY_EXTRA),
+        ],
+        check=True,
+        env=env,
+    )
+    stamp.touch()
+    return str(python)
+
+
+def fork_base() -> str:
+    declaration = tomllib.loads((ROOT / "forks" / "moto.toml").read_text())
+    return str(declaration["base"]["version"])
+
+
+# Servers: the proxy and moto run from the environment under test, with the
+# proxy's code taken from this checkout.
+
+
+def _start(argv: list[str], port: int) -> Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return Process(argv, port, env)
+
+
+def start_proxy(python: str, backend_url: str | None = None) -> Process:
+    port = free_port()
+    argv = [python, "-m", "proxy", "--port", str(port), "--no-entry-points"]
+    argv += ["--log-level", "warning"]
+    if backend_url:
+        argv += ["--backend-url", backend_url]
+    return _start(argv, port)
+
+
+def start_moto(python: str) -> Process:
+    port = free_port()
+    argv = [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return _start(argv, port)
+
+
+@contextmanager
+def served(python: str, remote: bool = False) -> Iterator[list[Process]]:
+    """The proxy (and the moto server behind it when *remote*), stopped after."""
+    processes: list[Process] = []
+    try:
+        if remote:
+            processes.append(start_moto(python))
+        processes.append(start_proxy(python, processes[0].url if remote else None))
+        yield processes
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+
+class PeakRss:
+    """Samples the summed RSS of some processes every 20 ms, keeping the peak."""
+
+    def __init__(self, processes: list[Process]) -> None:
+        self.pids = [process.popen.pid for process in processes]
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(_rss_mib(pid) for pid in self.pids))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# The loads.
+
+
+def sqs_depth(url: str, depth: int) -> dict[str, float]:
+    sqs: Any = client(url, "sqs", 1)
+    queue = sqs.create_queue(QueueName="bench-depth")["QueueUrl"]
+
+    def send() -> None:
+        sqs.send_message(QueueUrl=queue, MessageBody="x" * 100)
+
+    empty = _rate(send)
+    sqs.purge_queue(QueueUrl=queue)
+    log.info("  filling the queue to %d messages", depth)
+    entries = [{"Id": str(i), "MessageBody": "x" * 100} for i in range(10)]
+    for _ in range(depth // 10):
+        sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+    deep = _rate(send)
+    return {"empty": empty, "deep": deep, "ratio": deep / empty}
+
+
+def _rate(call: Callable[[], None]) -> float:
+    began = time.perf_counter()
+    for _ in range(SAMPLE):
+        call()
+    return SAMPLE / (time.perf_counter() - began)
+
+
+def large_object(processes: list[Process], size_mib: int) -> dict[str, float]:
+    s3: Any = client(processes[-1].url, "s3", 1)
+    s3.create_bucket(Bucket="bench-large")
+    size = size_mib << 20
+    with PeakRss(processes) as peak:
+        began = time.perf_counter()
+        s3.put_object(Bucket="bench-large", Key="big", Body=GeneratedFile(size))
+        put_seconds = time.perf_counter() - began
+        put_peak = peak.peak
+
+        began = time.perf_counter()
+        body = s3.get_object(Bucket="bench-large", Key="big")["Body"]
+        received = sum(len(chunk) for chunk in body.iter_chunks(1 << 20))
+        get_seconds = time.perf_counter() - began
+    if received != size:
+        raise RuntimeError(f"downloaded {received} bytes of {size}")
+    return {
+        "put_s": put_seconds,
+        "get_s": get_seconds,
+        "put_peak": put_peak,
+        "peak": peak.peak,
+    }
+
+
+def concurrent_puts(
+    url: str, threads: int, puts: int
+) -> tuple[float, collections.Counter[str]]:
+    s3: Any = client(url, "s3", threads)
+    s3.create_bucket(Bucket="bench-one-key")
+    errors: collections.Counter[str] = collections.Counter()
+
+    def put(i: int) -> None:
+        try:
+            s3.put_object(Bucket="bench-one-key", Key="k", Body=f"body {i}".encode())
+        except ClientError as exc:
+            errors[str(exc.response["Error"].get("Code"))] += 1
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put, range(threads * puts)))
+    return threads * puts / (time.perf_counter() - began), errors
+
+
+def measure(name: str, python: str, args: argparse.Namespace) -> Numbers:
+    numbers = Numbers(name)
+    log.info("%s: SQS SendMessage, empty queue and at depth %d", name, args.depth)
+    with served(python) as processes:
+        numbers.sqs = sqs_depth(processes[-1].url, args.depth)
+    log.info("%s: %d x %d PutObject to one key", name, args.threads, args.puts)
+    with served(python) as processes:
+        numbers.put_rate, numbers.put_errors = concurrent_puts(
+            processes[-1].url, args.threads, args.puts
+        )
+    for mode in args.modes:
+        log.info("%s: %d MiB up and down, moto %s", name, args.size_mib, mode)
+        with served(python, remote=mode == "remote") as processes:
+            numbers.rss[mode] = large_object(processes, args.size_mib)
+    return numbers
+
+
+# The report.
+
+
+def report(upstream: Numbers, fork: Numbers, args: argparse.Namespace) -> bool:
+    rows: list[tuple[str, str, str, str, bool]] = []
+    rows.append(
+        (
+            f"SQS send at depth {args.depth} / empty",
+            _sqs(upstream),
+            _sqs(fork),
+            f">= {DEPTH_GOAL}x",
+            fork.sqs["ratio"] >= DEPTH_GOAL,
+        )
+    )
+    for mode in args.modes:
+        label = "in process" if mode == "in-process" else "proxy + moto server"
+        rows.append(
+            (
+                f"{args.size_mib} MiB put+get, peak RSS ({label})",
+                _rss(upstream.rss[mode]),
+                _rss(fork.rss[mode]),
+                f"< {RSS_GOAL_MIB} MiB",
+                fork.rss[mode]["peak"] < RSS_GOAL_MIB,
+            )
+        )
+    rows.append(
+        (
+            f"{args.threads} x {args.puts} puts to one key, errors",
+            _puts(upstream),
+            _puts(fork),
+            "0",
+            sum(fork.put_errors.values()) == 0,
+        )
+    )
+    print(f"| check | upstream moto | {fork.name} | goal | met |")
+    print("|---|---|---|---|---|")
+    for check, up, ours, goal, met in rows:
+        print(f"| {check} | {up} | {ours} | {goal} | {'yes' if met else 'NO'} |")
+    return all(met for *_, met in rows)
+
+
+def _sqs(numbers: Numbers) -> str:
+    sqs = numbers.sqs
+    return f"{sqs['ratio']:.2f}x ({sqs['deep']:.0f} vs {sqs['empty']:.0f}/s)"
+
+
+def _rss(numbers: dict[str, float]) -> str:
+    return (
+        f"{numbers['peak']:.0f} MiB (put {numbers['put_s']:.1f} s, "
+        f"get {numbers['get_s']:.1f} s)"
+    )
+
+
+def _puts(numbers: Numbers) -> str:
+    errors = sum(numbers.put_errors.values())
+    codes = ", ".join(f"{code} x{n}" for code, n in numbers.put_errors.items())
+    return f"{errors}{f' ({codes})' if codes else ''}, {numbers.put_rate:.0f}/s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/fork", description=__doc__)
+    parser.add_argument("--depth", type=int, default=5000, help="queue depth")
+    parser.add_argument("--size-mib", type=int, default=1024, help="object size")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--puts", type=int, default=500, help="per thread")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("in-process", "remote"),
+        default=["in-process", "remote"],
+        help="backends for the large object (default: both)",
+    )
+    parser.add_argument("--upstream-python", help="an interpreter with plain moto")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="bench: %(message)s", stream=sys.stderr
+    )
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    cache = Path(os.environ.get("FORKKIT_CACHE", Path.home() / ".cache" / "forkkit"))
+    base = fork_base()
+    plain = args.upstream_python or upstream_python(cache, base)
+    import moto
+
+    fork = f"moto-ext {moto.__version__}"
+    upstream_numbers = measure(f"moto {base}", plain, args)
+    fork_numbers = measure(fork, sys.executable, args)
+    return 0 if report(upstream_numbers, fork_numbers, args) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
