@@ -27,7 +27,6 @@ from proxy.messages import (
     Request,
     Response,
     StreamedBody,
-    body_bytes,
 )
 
 log = logging.getLogger(__name__)
@@ -84,14 +83,14 @@ class InProcessBackend:
 
         chunks = self._app(environ, start_response)
         try:
-            body = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            body = AppBody.of(chunks)
+        except BaseException:
+            AppBody([], iter(()), chunks).close()
+            raise
         status, headers = captured
         response_headers = Headers(end_to_end(headers))
-        if "Content-Length" not in response_headers and request.method != "HEAD":
+        framed = "Content-Length" in response_headers or request.method == "HEAD"
+        if isinstance(body, bytes) and not framed:
             response_headers["Content-Length"] = str(len(body))
         return Response(int(status[:3]), response_headers, body)
 
@@ -103,6 +102,56 @@ class InProcessBackend:
 
     def close(self) -> None:
         """Nothing to release: moto lives as long as the process."""
+
+
+class AppBody:
+    """The rest of a WSGI application's response body, sent as moto makes it.
+
+    Bodies up to `STREAM_THRESHOLD` are read whole (`of` returns bytes), so a
+    small response costs nothing extra; a larger one, such as an S3 object,
+    streams, and the application's iterable is closed when it ends or when
+    the body is closed unsent.
+    """
+
+    def __init__(
+        self, prefix: list[bytes], rest: Iterator[bytes], source: Iterable[bytes]
+    ) -> None:
+        self._prefix = prefix
+        self._rest = rest
+        self._source: Iterable[bytes] | None = source
+
+    @classmethod
+    def of(cls, source: Iterable[bytes]) -> bytes | AppBody:
+        """The body as bytes when it is small, else a streaming `AppBody`."""
+        chunks = iter(source)
+        prefix: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            prefix.append(chunk)
+            size += len(chunk)
+            if size > STREAM_THRESHOLD:
+                return cls(prefix, chunks, source)
+        cls([], chunks, source).close()
+        return b"".join(prefix)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            while self._prefix:
+                yield self._prefix.pop(0)
+            yield from self._rest
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the application's iterable, as WSGI asks of its caller."""
+        source, self._source = self._source, None
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+# Response bodies of the in-process backend larger than this stream.
+STREAM_THRESHOLD = 1024 * 1024
 
 
 def _no_write(data: bytes) -> object:
@@ -150,9 +199,23 @@ def _moto_app() -> WSGIApp:
 KNOWN_HOSTS_LIMIT = 4096
 
 
+class _WsgiInput(io.RawIOBase):
+    """A streamed request body as the file object WSGI applications read."""
+
+    def __init__(self, body: StreamedBody) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def _environ(request: Request) -> dict[str, Any]:
     raw_path, _, query = request.path.partition("?")
-    body = body_bytes(request.data)
     host = request.headers.get("Host", "localhost")
     server_name, _, port = host.rpartition(":") if ":" in host else (host, "", "80")
     environ: dict[str, Any] = {
@@ -165,10 +228,8 @@ def _environ(request: Request) -> dict[str, Any]:
         "SERVER_NAME": server_name,
         "SERVER_PORT": port or "80",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "CONTENT_LENGTH": str(len(body)),
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": False,
@@ -182,6 +243,20 @@ def _environ(request: Request) -> dict[str, Any]:
             continue
         key = "HTTP_" + key
         environ[key] = f"{environ[key]},{value}" if key in environ else value
+
+    # A large body goes to moto as the stream it arrives on, so that moto
+    # (moto-ext spools S3 objects to disk) decides what to hold in memory.
+    data = request.data
+    if isinstance(data, bytes):
+        environ["CONTENT_LENGTH"] = str(len(data))
+        environ["wsgi.input"] = io.BytesIO(data)
+    elif data.length is not None:
+        environ["CONTENT_LENGTH"] = str(data.length)
+        environ["wsgi.input"] = io.BufferedReader(_WsgiInput(data), CHUNK_SIZE)
+    else:
+        # Chunked: the stream ends where the body does.
+        environ["wsgi.input"] = io.BufferedReader(_WsgiInput(data), CHUNK_SIZE)
+        environ["wsgi.input_terminated"] = True
     return environ
 
 

@@ -131,6 +131,31 @@ def test_a_large_upload_streams_through_the_remote_backend(
     assert peak < 100, f"the proxy peaked at {peak:.0f} MiB for a 128 MiB upload"
 
 
+def test_a_large_object_streams_both_ways_through_moto_in_process(
+    served: list[Served],
+) -> None:
+    # moto-ext spools a large PutObject to disk and streams GetObject; the
+    # in-process backend must hand it the body as a stream, and pass the
+    # object on in chunks, for that to keep memory flat.
+    server = Served(["--port", "0", "--no-entry-points"])
+    served.append(server)
+    s3 = boto3.client("s3", endpoint_url=server.url, **CREDENTIALS)
+    s3.create_bucket(Bucket="in-process-large")
+    before = peak_rss_mib(server.process.pid)
+    size = 128 << 20
+
+    put = requests.put(
+        server.url + "/in-process-large/big", data=GeneratedFile(size), timeout=120
+    )
+    body = s3.get_object(Bucket="in-process-large", Key="big")["Body"]
+    received = sum(len(chunk) for chunk in body.iter_chunks(1 << 20))
+    growth = peak_rss_mib(server.process.pid) - before
+
+    assert put.status_code == 200
+    assert received == size
+    assert growth < 64, f"the proxy grew by {growth:.0f} MiB for a 128 MiB object"
+
+
 def test_tools_serve_passes_flags_through() -> None:
     result = subprocess.run(
         [str(ROOT / "tools" / "serve"), "--help"],
