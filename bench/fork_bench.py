@@ -4,8 +4,9 @@ moto and on the pinned moto-ext release, in one run.
 For each of the two, the proxy is started from that environment (moto in
 process unless said otherwise) and gets the same three loads:
 
-- SQS SendMessage to one queue, empty and then holding ``--depth`` messages;
-  the rate at depth as a ratio to the rate on the empty queue (goal >= 0.9).
+- SQS SendMessage to empty queues and to one holding ``--depth`` messages, in
+  alternating rounds; the rate at depth as a ratio to the rate on an empty
+  queue (goal >= 0.9).
 - One ``--size-mib`` S3 object uploaded and downloaded through the proxy with
   moto in process, and again through the proxy in front of a moto server;
   the peak of the summed RSS of every proxy and backend process (goal under
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ log = logging.getLogger("bench.fork")
 
 DEPTH_GOAL = 0.9
 RSS_GOAL_MIB = 300
-SAMPLE = 200  # SendMessage calls timed on each queue
+# SendMessage calls timed per round on each queue, and the rounds.
+SAMPLE = 100
+ROUNDS = 5
 # What the proxy needs beside moto[server] in upstream's environment.
 PROXY_EXTRA = ["cheroot>=10"]
 
@@ -170,27 +173,25 @@ def _rss_mib(pid: int) -> float:
 
 
 def sqs_depth(url: str, depth: int) -> dict[str, float]:
+    """SendMessage rates on empty queues and on one deep queue, in alternating
+    rounds so that other load on the machine falls on both alike."""
     sqs: Any = client(url, "sqs", 1)
-    queue = sqs.create_queue(QueueName="bench-depth")["QueueUrl"]
-
-    def send() -> None:
-        sqs.send_message(QueueUrl=queue, MessageBody="x" * 100)
-
-    empty = _rate(send)
-    sqs.purge_queue(QueueUrl=queue)
-    log.info("  filling the queue to %d messages", depth)
+    deep_queue = sqs.create_queue(QueueName="bench-deep")["QueueUrl"]
+    log.info("  filling a queue to %d messages", depth)
     entries = [{"Id": str(i), "MessageBody": "x" * 100} for i in range(10)]
     for _ in range(depth // 10):
-        sqs.send_message_batch(QueueUrl=queue, Entries=entries)
-    deep = _rate(send)
+        sqs.send_message_batch(QueueUrl=deep_queue, Entries=entries)
+
+    seconds = {"empty": 0.0, "deep": 0.0}
+    for round_ in range(ROUNDS):
+        empty_queue = sqs.create_queue(QueueName=f"bench-empty-{round_}")["QueueUrl"]
+        for kind, queue in (("empty", empty_queue), ("deep", deep_queue)):
+            began = time.perf_counter()
+            for _ in range(SAMPLE):
+                sqs.send_message(QueueUrl=queue, MessageBody="x" * 100)
+            seconds[kind] += time.perf_counter() - began
+    empty, deep = (ROUNDS * SAMPLE / seconds[kind] for kind in ("empty", "deep"))
     return {"empty": empty, "deep": deep, "ratio": deep / empty}
-
-
-def _rate(call: Callable[[], None]) -> float:
-    began = time.perf_counter()
-    for _ in range(SAMPLE):
-        call()
-    return SAMPLE / (time.perf_counter() - began)
 
 
 def large_object(processes: list[Process], size_mib: int) -> dict[str, float]:
@@ -238,7 +239,7 @@ def concurrent_puts(
 
 def measure(name: str, python: str, args: argparse.Namespace) -> Numbers:
     numbers = Numbers(name)
-    log.info("%s: SQS SendMessage, empty queue and at depth %d", name, args.depth)
+    log.info("%s: SQS SendMessage, empty queues and one at depth %d", name, args.depth)
     with served(python) as processes:
         numbers.sqs = sqs_depth(processes[-1].url, args.depth)
     log.info("%s: %d x %d PutObject to one key", name, args.threads, args.puts)
