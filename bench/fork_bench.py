@@ -11,8 +11,8 @@ process unless said otherwise) and gets the same three loads:
   moto in process, and again through the proxy in front of a moto server;
   the peak of the summed RSS of every proxy and backend process (goal under
   300 MiB).
-- ``--threads`` x ``--puts`` concurrent PutObject calls to one key (goal: no
-  error).
+- ``--threads`` x ``--puts`` concurrent PutObject calls to one key, in both
+  backend modes (goal: no error).
 
 Plain upstream moto is installed once into a virtualenv under the cache
 (``FORKKIT_CACHE``, default ``~/.cache/forkkit``) from the package index,
@@ -27,11 +27,9 @@ import argparse
 import collections
 import logging
 import os
-import subprocess
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -40,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
-from proxy_bench import ROOT, GeneratedFile, Process, client, free_port
+from proxy_bench import (
+    ROOT,
+    GeneratedFile,
+    Process,
+    client,
+    fork_base,
+    free_port,
+    plain_moto_python,
+)
 
 log = logging.getLogger("bench.fork")
 
@@ -49,8 +55,6 @@ RSS_GOAL_MIB = 300
 # SendMessage calls timed per round on each queue, and the rounds.
 SAMPLE = 100
 ROUNDS = 5
-# What the proxy needs beside moto[server] in upstream's environment.
-PROXY_EXTRA = ["cheroot>=10"]
 
 
 @dataclass
@@ -60,40 +64,10 @@ class Numbers:
     name: str
     sqs: dict[str, float] = field(default_factory=dict)
     rss: dict[str, dict[str, float]] = field(default_factory=dict)
-    put_errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    put_rate: float = 0.0
-
-
-# Environments.
-
-
-def upstream_python(cache: Path, version: str) -> str:
-    """An interpreter with plain upstream moto *version*, made once."""
-    venv = cache / "bench" / f"moto-{version}"
-    python = venv / "bin" / "python"
-    stamp = venv / ".complete"
-    if stamp.is_file():
-        return str(python)
-    log.info("installing plain moto %s into %s (once)", version, venv)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    subprocess.run(
-        [
-            *(str(python), "-m", "pip", "install", "--quiet"),
-            *("--index-url", "https://pypi.org/simple/"),
-            *(f"moto[server]=={version}", *PROXY_EXTRA),
-        ],
-        check=True,
-        env=env,
+    # Per backend mode: the rate and the error codes of the concurrent puts.
+    puts: dict[str, tuple[float, collections.Counter[str]]] = field(
+        default_factory=dict
     )
-    stamp.touch()
-    return str(python)
-
-
-def fork_base() -> str:
-    declaration = tomllib.loads((ROOT / "forks" / "moto.toml").read_text())
-    return str(declaration["base"]["version"])
 
 
 # Servers: the proxy and moto run from the environment under test, with the
@@ -239,15 +213,14 @@ def concurrent_puts(
 
 def measure(name: str, python: str, args: argparse.Namespace) -> Numbers:
     numbers = Numbers(name)
+    puts = (args.threads, args.puts)
     log.info("%s: SQS SendMessage, empty queues and one at depth %d", name, args.depth)
     with served(python) as processes:
         numbers.sqs = sqs_depth(processes[-1].url, args.depth)
-    log.info("%s: %d x %d PutObject to one key", name, args.threads, args.puts)
-    with served(python) as processes:
-        numbers.put_rate, numbers.put_errors = concurrent_puts(
-            processes[-1].url, args.threads, args.puts
-        )
     for mode in args.modes:
+        log.info("%s: %d x %d PutObject to one key, moto %s", name, *puts, mode)
+        with served(python, remote=mode == "remote") as processes:
+            numbers.puts[mode] = concurrent_puts(processes[-1].url, *puts)
         log.info("%s: %d MiB up and down, moto %s", name, args.size_mib, mode)
         with served(python, remote=mode == "remote") as processes:
             numbers.rss[mode] = large_object(processes, args.size_mib)
@@ -279,15 +252,15 @@ def report(upstream: Numbers, fork: Numbers, args: argparse.Namespace) -> bool:
                 fork.rss[mode]["peak"] < RSS_GOAL_MIB,
             )
         )
-    rows.append(
-        (
-            f"{args.threads} x {args.puts} puts to one key, errors",
-            _puts(upstream),
-            _puts(fork),
-            "0",
-            sum(fork.put_errors.values()) == 0,
+        rows.append(
+            (
+                f"{args.threads} x {args.puts} puts to one key, errors ({label})",
+                _puts(*upstream.puts[mode]),
+                _puts(*fork.puts[mode]),
+                "0",
+                not fork.puts[mode][1],
+            )
         )
-    )
     print(f"| check | upstream moto | {fork.name} | goal | met |")
     print("|---|---|---|---|---|")
     for check, up, ours, goal, met in rows:
@@ -307,10 +280,9 @@ def _rss(numbers: dict[str, float]) -> str:
     )
 
 
-def _puts(numbers: Numbers) -> str:
-    errors = sum(numbers.put_errors.values())
-    codes = ", ".join(f"{code} x{n}" for code, n in numbers.put_errors.items())
-    return f"{errors}{f' ({codes})' if codes else ''}, {numbers.put_rate:.0f}/s"
+def _puts(rate: float, errors: collections.Counter[str]) -> str:
+    codes = ", ".join(f"{code} x{n}" for code, n in errors.items())
+    return f"{errors.total()}{f' ({codes})' if codes else ''}, {rate:.0f}/s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=("in-process", "remote"),
         default=["in-process", "remote"],
-        help="backends for the large object (default: both)",
+        help="backends for the large object and the puts (default: both)",
     )
     parser.add_argument("--upstream-python", help="an interpreter with plain moto")
     args = parser.parse_args(argv)
@@ -334,9 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    cache = Path(os.environ.get("FORKKIT_CACHE", Path.home() / ".cache" / "forkkit"))
     base = fork_base()
-    plain = args.upstream_python or upstream_python(cache, base)
+    plain = args.upstream_python or plain_moto_python(base)
     import moto
 
     fork = f"moto-ext {moto.__version__}"

@@ -3,7 +3,11 @@ the ratios to the direct moto server; then the proxy's peak RSS while a large
 object is uploaded through the remote backend.
 
 Every target runs in its own process with fresh state: a direct moto server,
-the proxy with moto in process, and the proxy in front of a second moto server.
+the proxy with moto in process, and the proxy in front of a second moto server,
+all on this environment's moto (the pinned moto-ext). A fourth target, a moto
+server of plain upstream moto (installed once under the cache), is the
+baseline of the localstack-core ratios printed beside ours; ``--no-plain``
+leaves it out.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +40,8 @@ CREDENTIALS = {
 }
 OPERATIONS = ("sqs.SendMessage", "s3.PutObject", "s3.GetObject", "dynamodb.PutItem")
 TARGETS = ("direct moto", "proxy in-process", "proxy remote")
+# A moto server of plain upstream moto: the baseline of localstack's ratios.
+PLAIN = "plain moto"
 # The ratios localstack-core reached on this machine's kind (shared/FACTS.md).
 LOCALSTACK = {"sqs.SendMessage": 1.79, "s3.PutObject": 1.35, "s3.GetObject": 1.23}
 TARGET_RATIO = {"proxy in-process": 1.0, "proxy remote": 0.85}
@@ -108,15 +115,53 @@ class Process:
             self.popen.wait()
 
 
+# Plain upstream moto, for the baselines that name it.
+
+# What the proxy needs beside moto[server] in plain moto's environment.
+PROXY_EXTRA = ["cheroot>=10"]
+
+
+def fork_base() -> str:
+    """The upstream version the fork's series applies to."""
+    declaration = tomllib.loads((ROOT / "forks" / "moto.toml").read_text())
+    return str(declaration["base"]["version"])
+
+
+def plain_moto_python(version: str) -> str:
+    """An interpreter with plain upstream moto *version*, installed once from
+    the package index into a virtualenv under the cache (``FORKKIT_CACHE``)."""
+    cache = Path(os.environ.get("FORKKIT_CACHE", Path.home() / ".cache" / "forkkit"))
+    venv = cache / "bench" / f"moto-{version}"
+    python = venv / "bin" / "python"
+    stamp = venv / ".complete"
+    if stamp.is_file():
+        return str(python)
+    log.info("installing plain moto %s into %s (once)", version, venv)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    subprocess.run(
+        [
+            *(str(python), "-m", "pip", "install", "--quiet"),
+            *("--index-url", "https://pypi.org/simple/"),
+            *(f"moto[server]=={version}", *PROXY_EXTRA),
+        ],
+        check=True,
+        env=env,
+    )
+    stamp.touch()
+    return str(python)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def moto_server() -> Process:
+def moto_server(python: str = sys.executable) -> Process:
     port = free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    argv = [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     return Process(argv, port)
 
 
@@ -150,10 +195,13 @@ class Target:
         return total / os.sysconf("SC_CLK_TCK")
 
 
-def start_target(name: str) -> Target:
+def start_target(name: str, plain_python: str | None = None) -> Target:
     """Start the processes behind one target, each with fresh state."""
     if name == "direct moto":
         return Target(name, [moto_server()])
+    if name == PLAIN:
+        assert plain_python is not None
+        return Target(name, [moto_server(plain_python)])
     if name == "proxy in-process":
         return Target(name, [proxy_server()])
     moto = moto_server()
@@ -242,11 +290,14 @@ def operations(url: str, threads: int) -> dict[str, Callable[[int, int], object]
     }
 
 
-def run_all(count: int, threads: int, rounds: int) -> list[Result]:
+def run_all(
+    count: int, threads: int, rounds: int, plain_python: str | None
+) -> list[Result]:
     """The load against every target, interleaved: each round runs every
     operation against every target in turn, so that a change in the machine's
     background load falls on all targets alike."""
-    targets = [start_target(name) for name in TARGETS]
+    names = [*TARGETS, PLAIN] if plain_python else list(TARGETS)
+    targets = [start_target(name, plain_python) for name in names]
     try:
         calls = {t.name: operations(t.url, threads) for t in targets}
         totals: dict[tuple[str, str], Result] = {}
@@ -254,7 +305,8 @@ def run_all(count: int, threads: int, rounds: int) -> list[Result]:
         for round_ in range(rounds):
             for operation in OPERATIONS:
                 # Rotate who goes first, so no target always runs first.
-                order = targets[round_ % 3 :] + targets[: round_ % 3]
+                turn = round_ % len(targets)
+                order = targets[turn:] + targets[:turn]
                 for target in order:
                     log.info(
                         "round %d/%d: %s: %s x %d",
@@ -286,6 +338,7 @@ def run_all(count: int, threads: int, rounds: int) -> list[Result]:
 def report(results: list[Result]) -> bool:
     """Print the table; True when every target ratio is met."""
     direct = {r.operation: r for r in results if r.target == "direct moto"}
+    in_process = {r.operation: r for r in results if r.target == "proxy in-process"}
     met = True
     print(
         f"{'operation':<18} {'target':<17} {'req/s':>8} {'p50 ms':>8} "
@@ -305,10 +358,24 @@ def report(results: list[Result]) -> bool:
                 f"{result.percentile(0.5):>8.1f} {result.percentile(0.99):>8.1f} "
                 f"{result.cpu_ms:>7.2f} {result.errors:>6} {ratio:>5.2f}x  {verdict}"
             )
+        plain = next(
+            (r for r in results if r.operation == operation and r.target == PLAIN),
+            None,
+        )
         if operation in LOCALSTACK:
+            reference = LOCALSTACK[operation]
+            verdict = "of plain moto (FACTS.md)"
+            if plain is not None:
+                ours = in_process[operation].rate / plain.rate
+                ok = ours >= reference
+                met = met and ok
+                verdict += (
+                    f"; proxy in-process {ours:.2f}x of plain moto: "
+                    f"{'met' if ok else 'MISSED'}"
+                )
             print(
                 f"{operation:<18} {'localstack-core':<17} {'':>8} {'':>8} {'':>8} "
-                f"{'':>7} {'':>6} {LOCALSTACK[operation]:>5.2f}x  reference (FACTS.md)"
+                f"{'':>7} {'':>6} {reference:>5.2f}x  {verdict}"
             )
     return met
 
@@ -395,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--upload-mib", type=int, default=1024, help="size of the upload (1 GiB)"
     )
+    parser.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="leave out the plain upstream moto server (the localstack baseline)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -410,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("all", "load"):
         if args.requests % (args.rounds * args.threads):
             parser.error("--requests must divide into --rounds x --threads")
-        met = report(run_all(args.requests, args.threads, args.rounds)) and met
+        plain = None if args.no_plain else plain_moto_python(fork_base())
+        met = report(run_all(args.requests, args.threads, args.rounds, plain)) and met
     if args.part in ("all", "upload"):
         met = upload(args.upload_mib) and met
     return 0 if met else 1
