@@ -81,12 +81,7 @@ class InProcessBackend:
             captured[:] = [status, headers]
             return _no_write
 
-        chunks = self._app(environ, start_response)
-        try:
-            body = AppBody.of(chunks)
-        except BaseException:
-            AppBody([], iter(()), chunks).close()
-            raise
+        body = AppBody.of(self._app(environ, start_response))
         status, headers = captured
         response_headers = Headers(end_to_end(headers))
         framed = "Content-Length" in response_headers or request.method == "HEAD"
@@ -113,31 +108,32 @@ class AppBody:
     the body is closed unsent.
     """
 
-    def __init__(
-        self, prefix: list[bytes], rest: Iterator[bytes], source: Iterable[bytes]
-    ) -> None:
-        self._prefix = prefix
-        self._rest = rest
+    def __init__(self, source: Iterable[bytes]) -> None:
         self._source: Iterable[bytes] | None = source
+        self._rest = iter(source)
+        self._prefix: list[bytes] = []
 
     @classmethod
     def of(cls, source: Iterable[bytes]) -> bytes | AppBody:
         """The body as bytes when it is small, else a streaming `AppBody`."""
-        chunks = iter(source)
-        prefix: list[bytes] = []
+        body = cls(source)
         size = 0
-        for chunk in chunks:
-            prefix.append(chunk)
-            size += len(chunk)
-            if size > STREAM_THRESHOLD:
-                return cls(prefix, chunks, source)
-        cls([], chunks, source).close()
-        return b"".join(prefix)
+        try:
+            for chunk in body._rest:
+                body._prefix.append(chunk)
+                size += len(chunk)
+                if size > STREAM_THRESHOLD:
+                    return body
+        except BaseException:
+            body.close()
+            raise
+        body.close()
+        return b"".join(body._prefix)
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            while self._prefix:
-                yield self._prefix.pop(0)
+            prefix, self._prefix = self._prefix, []
+            yield from prefix
             yield from self._rest
         finally:
             self.close()
@@ -250,13 +246,13 @@ def _environ(request: Request) -> dict[str, Any]:
     if isinstance(data, bytes):
         environ["CONTENT_LENGTH"] = str(len(data))
         environ["wsgi.input"] = io.BytesIO(data)
-    elif data.length is not None:
-        environ["CONTENT_LENGTH"] = str(data.length)
-        environ["wsgi.input"] = io.BufferedReader(_WsgiInput(data), CHUNK_SIZE)
-    else:
-        # Chunked: the stream ends where the body does.
-        environ["wsgi.input"] = io.BufferedReader(_WsgiInput(data), CHUNK_SIZE)
+        return environ
+    environ["wsgi.input"] = io.BufferedReader(_WsgiInput(data), CHUNK_SIZE)
+    if data.length is None:
+        # Chunked: the stream itself ends where the body does.
         environ["wsgi.input_terminated"] = True
+    else:
+        environ["CONTENT_LENGTH"] = str(data.length)
     return environ
 
 
