@@ -229,6 +229,40 @@ def echo_proxy(app_proxy: AppProxy) -> RunningProxy:
     return app_proxy(echo_app)
 
 
+class ClosingChunks:
+    """A WSGI response iterable that records its close()."""
+
+    def __init__(self, size: int) -> None:
+        block = 64 << 10
+        self.chunks = [b"x" * min(block, size - at) for at in range(0, size, block)]
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+@pytest.mark.parametrize("size", [10, 3 << 20], ids=["small", "streamed"])
+def test_a_backend_body_arrives_whole_and_the_app_iterable_is_closed(
+    app_proxy: AppProxy, size: int
+) -> None:
+    body = ClosingChunks(size)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        # No Content-Length: the proxy must frame what it sends on.
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return body
+
+    proxy = app_proxy(app)
+    answer = requests.get(proxy.url + "/bucket/key", timeout=30)
+
+    assert answer.status_code == 200
+    assert answer.content == b"x" * size
+    assert body.closed.wait(5), "the application's iterable was never closed"
+
+
 def test_a_backend_html_error_page_becomes_an_aws_error(app_proxy: AppProxy) -> None:
     proxy = app_proxy(html_error_app)
 
