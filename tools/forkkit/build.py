@@ -450,7 +450,11 @@ def check_backend() -> None:
 
 
 def build(tree: Path, outdir: Path, epoch: int) -> Artifacts:
-    """Build sdist and wheel of *tree* into *outdir*, reproducibly."""
+    """Build sdist and wheel of *tree* into *outdir*.
+
+    The wheel is reproducible as built; the sdist only once `finish` has
+    normalised it, which callers may run beside their checks of the wheel.
+    """
     check_backend()
     outdir.mkdir(parents=True, exist_ok=True)
     env = clean_environment(
@@ -477,10 +481,13 @@ def build(tree: Path, outdir: Path, epoch: int) -> Artifacts:
             f"python -m build left {len(sdists)} sdist(s) and {len(wheels)} "
             f"wheel(s) in {outdir}; expected one of each"
         )
-    normalise_sdist(sdists[0], epoch)
-    artifacts = Artifacts(outdir, sdists[0], wheels[0])
+    return Artifacts(outdir, sdists[0], wheels[0])
+
+
+def finish(artifacts: Artifacts, epoch: int) -> None:
+    """Normalise the sdist and write ``SHA256SUMS``: the files are final."""
+    normalise_sdist(artifacts.sdist, epoch)
     write_sums(artifacts)
-    return artifacts
 
 
 def normalise_sdist(path: Path, epoch: int) -> None:

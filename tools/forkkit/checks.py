@@ -189,6 +189,9 @@ def install_and_import(
             str(venv / "bin" / "python"),
             "install",
             "--quiet",
+            # Byte-compiling every module of a large package takes seconds;
+            # the import check and the guards compile what they use.
+            "--no-compile",
             "--no-deps",
             "--require-hashes",
             "--no-index",

@@ -226,15 +226,23 @@ def _release(
             )
         with step("source", f"rename to {fork.distribution}, version {version}"):
             tree, epoch = _release_tree(scratch, inputs, settings, fork, version, work)
-        with step("build", "sdist and wheel, reproducibly"):
+        with step("build", "sdist and wheel"):
             artifacts = build.build(tree, work / "dist", epoch)
-        outcome.files = artifacts.hashes()
-        with step("check", "twine check, metadata, install and import"):
-            venv = _check(artifacts, fork, settings, version, work)
         guards = _guard_ids(build_fork, patches, project.shown(fork.path))
-        with step("gate", f"{len(guards)} guard test(s)"):
-            if guards:
-                checks.run_guards(venv, tree, work, guards)
+        # Normalising the sdist takes seconds of gzip on one core: it and the
+        # checks that need it run beside the wheel's install and guard tests.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            files_checked = pool.submit(
+                _finish_and_check, artifacts, fork, settings, version, epoch
+            )
+            with step("check", "install and import the wheel"):
+                venv = _install(artifacts, fork, settings, version, work)
+            with step("gate", f"{len(guards)} guard test(s)"):
+                if guards:
+                    checks.run_guards(venv, tree, work, guards)
+            with step("files", "sdist normalised; twine check, metadata"):
+                files_checked.result()
+        outcome.files = artifacts.hashes()
         if options.pinned and pin is not None and outcome.files != pin.files:
             raise PinMismatch(
                 f"the rebuilt {fork.distribution} {version} does not have the "
@@ -495,20 +503,16 @@ def _release_tree(
     return tree, epoch
 
 
-def _check(
+def _finish_and_check(
     artifacts: Artifacts,
     fork: Fork,
     settings: ReleaseSettings,
     version: str,
-    work: Path,
-) -> Path:
-    # twine renders the long description for a few seconds: meanwhile, install.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        twine = pool.submit(checks.twine_check, artifacts)
-        checks.check_files(artifacts, fork.distribution, version, settings.package)
-        venv = _install(artifacts, fork, settings, version, work)
-        twine.result()
-    return venv
+    epoch: int,
+) -> None:
+    build.finish(artifacts, epoch)
+    checks.twine_check(artifacts)
+    checks.check_files(artifacts, fork.distribution, version, settings.package)
 
 
 def _install(
