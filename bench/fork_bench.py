@@ -146,10 +146,11 @@ def _rss_mib(pid: int) -> float:
 # The loads.
 
 
-def sqs_depth(url: str, depth: int) -> dict[str, float]:
+def sqs_depth(proxy: Process, depth: int) -> dict[str, float]:
     """SendMessage rates on empty queues and on one deep queue, in alternating
-    rounds so that other load on the machine falls on both alike."""
-    sqs: Any = client(url, "sqs", 1)
+    rounds so that other load on the machine falls on both alike, with the CPU
+    per send of the proxy's process (moto runs in it)."""
+    sqs: Any = client(proxy.url, "sqs", 1)
     deep_queue = sqs.create_queue(QueueName="bench-deep")["QueueUrl"]
     log.info("  filling a queue to %d messages", depth)
     entries = [{"Id": str(i), "MessageBody": "x" * 100} for i in range(10)]
@@ -157,15 +158,20 @@ def sqs_depth(url: str, depth: int) -> dict[str, float]:
         sqs.send_message_batch(QueueUrl=deep_queue, Entries=entries)
 
     seconds = {"empty": 0.0, "deep": 0.0}
+    cpu = {"empty": 0.0, "deep": 0.0}
     for round_ in range(ROUNDS):
         empty_queue = sqs.create_queue(QueueName=f"bench-empty-{round_}")["QueueUrl"]
         for kind, queue in (("empty", empty_queue), ("deep", deep_queue)):
-            began = time.perf_counter()
+            began, used = time.perf_counter(), proxy.cpu_seconds()
             for _ in range(SAMPLE):
                 sqs.send_message(QueueUrl=queue, MessageBody="x" * 100)
             seconds[kind] += time.perf_counter() - began
-    empty, deep = (ROUNDS * SAMPLE / seconds[kind] for kind in ("empty", "deep"))
-    return {"empty": empty, "deep": deep, "ratio": deep / empty}
+            cpu[kind] += proxy.cpu_seconds() - used
+    sends = ROUNDS * SAMPLE
+    result = {f"{kind}_cpu_ms": cpu[kind] * 1000 / sends for kind in cpu}
+    result |= {kind: sends / seconds[kind] for kind in seconds}
+    result["ratio"] = result["deep"] / result["empty"]
+    return result
 
 
 def large_object(processes: list[Process], size_mib: int) -> dict[str, float]:
@@ -216,7 +222,7 @@ def measure(name: str, python: str, args: argparse.Namespace) -> Numbers:
     puts = (args.threads, args.puts)
     log.info("%s: SQS SendMessage, empty queues and one at depth %d", name, args.depth)
     with served(python) as processes:
-        numbers.sqs = sqs_depth(processes[-1].url, args.depth)
+        numbers.sqs = sqs_depth(processes[-1], args.depth)
     for mode in args.modes:
         log.info("%s: %d x %d PutObject to one key, moto %s", name, *puts, mode)
         with served(python, remote=mode == "remote") as processes:
@@ -270,7 +276,10 @@ def report(upstream: Numbers, fork: Numbers, args: argparse.Namespace) -> bool:
 
 def _sqs(numbers: Numbers) -> str:
     sqs = numbers.sqs
-    return f"{sqs['ratio']:.2f}x ({sqs['deep']:.0f} vs {sqs['empty']:.0f}/s)"
+    return (
+        f"{sqs['ratio']:.2f}x ({sqs['deep']:.0f} vs {sqs['empty']:.0f}/s; "
+        f"CPU {sqs['deep_cpu_ms']:.1f} vs {sqs['empty_cpu_ms']:.1f} ms)"
+    )
 
 
 def _rss(numbers: dict[str, float]) -> str:

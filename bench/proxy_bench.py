@@ -106,6 +106,12 @@ class Process:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU of the process so far."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text()
+        values = fields.rsplit(")", 1)[1].split()
+        return (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.popen.terminate()
         try:
@@ -187,12 +193,7 @@ class Target:
 
     def cpu_seconds(self) -> float:
         """User and system CPU of all its processes so far."""
-        total = 0.0
-        for process in self.processes:
-            fields = Path(f"/proc/{process.popen.pid}/stat").read_text()
-            values = fields.rsplit(")", 1)[1].split()
-            total += int(values[11]) + int(values[12])
-        return total / os.sysconf("SC_CLK_TCK")
+        return sum(process.cpu_seconds() for process in self.processes)
 
 
 def start_target(name: str, plain_python: str | None = None) -> Target:
