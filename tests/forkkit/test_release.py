@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from forkkit import checks
+from forkkit.build import Artifacts
 from forkkit.commands import release_fork
+from forkkit.errors import ReleaseCheckFailed
 from forkkit.project import Project
 from forkkit.release import Transaction
 from tests.forkkit.releases import add_patch, tiny_project, tiny_upstream
@@ -432,3 +435,40 @@ def test_an_unknown_release_key_names_the_file_and_the_key(
 
     assert status == 2
     assert err.startswith("error: forks/tiny.toml: unknown key 'release.pakage'")
+
+
+def test_the_import_check_names_each_problem_of_the_installed_release(
+    tmp_path: Path,
+) -> None:
+    # A virtualenv holding what a broken release would leave: a stale
+    # __version__, and upstream's own distribution installed beside it.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    (site / "tinylib").mkdir()
+    (site / "tinylib" / "__init__.py").write_text('__version__ = "1.0"\n')
+    (site / "tinylib" / "_provenance.json").write_text('{"version": "1.0.post1"}')
+    for name, version in (("tiny_ext", "1.0.post1"), ("tinylib", "1.0")):
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+    wheel = tmp_path / "tiny_ext-1.0.post1-py3-none-any.whl"
+    artifacts = Artifacts(tmp_path, tmp_path / "tiny_ext-1.0.post1.tar.gz", wheel)
+
+    with pytest.raises(ReleaseCheckFailed) as raised:
+        checks.check_import(
+            venv,
+            artifacts,
+            tmp_path,
+            distribution="tiny-ext",
+            version="1.0.post1",
+            package="tinylib",
+            upstream_project="tinylib",
+        )
+
+    message = str(raised.value)
+    assert message.startswith(f"{wheel.name} installed but fails its import check")
+    assert "tinylib.__version__ is '1.0'" in message
+    assert "upstream tinylib is installed beside tiny-ext" in message

@@ -164,17 +164,15 @@ def dependency_env(requirements: list[str], index_url: str) -> Path | None:
     return env_dir
 
 
-def install_and_import(
+def install_wheel(
     artifacts: Artifacts,
     workdir: Path,
     *,
     distribution: str,
     version: str,
-    package: str,
-    upstream_project: str,
     deps: Path | None,
 ) -> Path:
-    """Install the wheel into a fresh virtualenv and import it; return the env."""
+    """Install the wheel into a fresh virtualenv by its hash; return the env."""
     venv = workdir / "venv"
     _venv(venv)
     digest = artifacts.hashes()[artifacts.wheel.name]
@@ -209,7 +207,21 @@ def install_and_import(
         (_site_packages(venv) / "_forkkit_deps.pth").write_text(
             str(_site_packages(deps)) + "\n"
         )
+    return venv
 
+
+def check_import(
+    venv: Path,
+    artifacts: Artifacts,
+    workdir: Path,
+    *,
+    distribution: str,
+    version: str,
+    package: str,
+    upstream_project: str,
+) -> None:
+    """Import the installed release: its version, provenance and origin, and
+    no upstream distribution beside it."""
     probe = (
         "import importlib.metadata as md, json, importlib.resources as r\n"
         f"import {package} as p\n"
@@ -252,7 +264,6 @@ def install_and_import(
             f"{artifacts.wheel.name} installed but fails its import check: "
             + "; ".join(problems)
         )
-    return venv
 
 
 def run_guards(venv: Path, tree: Path, workdir: Path, node_ids: list[str]) -> None:

@@ -230,16 +230,28 @@ def _release(
             artifacts = build.build(tree, work / "dist", epoch)
         guards = _guard_ids(build_fork, patches, project.shown(fork.path))
         # Normalising the sdist takes seconds of gzip on one core: it and the
-        # checks that need it run beside the wheel's install and guard tests.
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        # checks that need it run beside the wheel's install and guard tests,
+        # and the import check beside the guards.
+        with ThreadPoolExecutor(max_workers=2) as pool:
             files_checked = pool.submit(
                 _finish_and_check, artifacts, fork, settings, version, epoch
             )
-            with step("check", "install and import the wheel"):
+            with step("check", "install the wheel"):
                 venv = _install(artifacts, fork, settings, version, work)
-            with step("gate", f"{len(guards)} guard test(s)"):
+            with step("gate", f"import check and {len(guards)} guard test(s)"):
+                imported = pool.submit(
+                    checks.check_import,
+                    venv,
+                    artifacts,
+                    work,
+                    distribution=fork.distribution,
+                    version=version,
+                    package=settings.package,
+                    upstream_project=fork.upstream.project,
+                )
                 if guards:
                     checks.run_guards(venv, tree, work, guards)
+                imported.result()
             with step("files", "sdist normalised; twine check, metadata"):
                 files_checked.result()
         outcome.files = artifacts.hashes()
@@ -528,14 +540,8 @@ def _install(
     deps = checks.dependency_env(
         sorted(set(requirements)), settings.dependencies_index_url
     )
-    return checks.install_and_import(
-        artifacts,
-        work,
-        distribution=fork.distribution,
-        version=version,
-        package=settings.package,
-        upstream_project=fork.upstream.project,
-        deps=deps,
+    return checks.install_wheel(
+        artifacts, work, distribution=fork.distribution, version=version, deps=deps
     )
 
 
