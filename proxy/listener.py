@@ -213,9 +213,13 @@ def _as_response(
     if isinstance(result, WerkzeugResponse):
         headers = Headers(result.headers)
         return Response(result.status_code, headers, result.get_data())
-    is_status = isinstance(result, int) and not isinstance(result, bool)
-    if allow_status and is_status and 100 <= int(result) <= 599:  # type: ignore[call-overload]
-        return Response(int(result), Headers({"Content-Length": "0"}), b"")  # type: ignore[call-overload]
+    if (
+        allow_status
+        and isinstance(result, int)
+        and not isinstance(result, bool)
+        and 100 <= result <= 599
+    ):
+        return Response(result, Headers({"Content-Length": "0"}), b"")
     raise InvalidListenerResult(
         f"listener {registration.name} returned {type(result).__name__}, "
         "which the listener protocol does not allow"
