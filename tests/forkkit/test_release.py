@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from forkkit import checks
-from forkkit.build import Artifacts
+from forkkit import build, checks
 from forkkit.commands import release_fork
 from forkkit.errors import ReleaseCheckFailed
 from forkkit.project import Project
 from forkkit.release import Transaction
 from tests.forkkit.releases import add_patch, tiny_project, tiny_upstream
-from tests.forkkit.upstreams import Upstream
+from tests.forkkit.upstreams import Upstream, make_patch
 
 GUARD = '\n[guards]\n"answer-7.patch" = ["tests/test_answer.py::test_answer"]\n'
 
@@ -263,6 +262,81 @@ def test_pinned_rebuilds_the_pinned_release_into_an_empty_index(
     } | {k: v for k, v in pinned.items() if not k.startswith("index")}
 
 
+def test_pinned_rebuilds_a_release_of_an_older_recipe_with_that_recipe(
+    tiny: tuple[Project, Upstream],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project, upstream = tiny
+    add_patch(project, upstream, project.root.parent / "work", 7)
+    # Released by a toolchain whose recipe was still 1: the wheel from the sdist.
+    with monkeypatch.context() as older:
+        older.setattr(build, "RECIPE", build.RECIPES[1])
+        first = released(capsys, "tiny")
+    record = project.root / "requirements" / "tiny-ext.provenance.json"
+    assert json.loads(record.read_text())["provenance"]["recipe"]["recipe"] == 1
+    shutil.rmtree(project.root / "index")
+    shutil.rmtree(project.root / ".workspace")
+
+    status, out, err = run_cli(capsys, "--json", "tiny", "--pinned")
+
+    assert status == 0, err
+    assert json.loads(out)["files"] == first["files"]
+    assert "sdist, wheel" in err
+    # The next release is built with today's recipe: new inputs, a new version.
+    status, out, err = run_cli(capsys, "--json", "tiny")
+    assert json.loads(out)["version"] == "1.0.post2"
+    assert "wheel, the sdist beside it" in err
+
+
+def test_pinned_refuses_a_recipe_it_does_not_know(
+    tiny: tuple[Project, Upstream], capsys: pytest.CaptureFixture[str]
+) -> None:
+    project, _ = tiny
+    released(capsys, "tiny")
+    record = project.root / "requirements" / "tiny-ext.provenance.json"
+    data = json.loads(record.read_text())
+    data["provenance"]["recipe"] = {"recipe": 99, "backend": "setuptools==99"}
+    record.write_text(json.dumps(data))
+    shutil.rmtree(project.root / "index")
+
+    status, _, err = run_cli(capsys, "tiny", "--pinned")
+
+    assert status != 0
+    assert "requirements/tiny-ext.provenance.json: the release was built with" in err
+    assert '"recipe": 99' in err
+    assert "which this toolchain does not know" in err
+    assert not (project.root / "index").exists()
+
+
+def test_a_module_the_sdist_lacks_stops_the_release(
+    tiny: tuple[Project, Upstream], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The wheel is built from the tree, not from the sdist: a module that
+    # MANIFEST.in keeps out of the sdist would be lost to anyone building
+    # from the sdist, so the release stops before publishing.
+    project, upstream = tiny
+    work = project.root.parent / "work"
+    work.mkdir()
+    text = make_patch(
+        work / "extra",
+        upstream.repo,
+        {"tinylib/extra.py": "X = 1\n", "MANIFEST.in": "exclude tinylib/extra.py\n"},
+        "Add an extra module",
+    )
+    series = project.root / "patches" / "tiny"
+    (series / "extra.patch").write_text(text)
+    (series / "series").write_text("extra.patch\n")
+    before = state(project.root)
+
+    status, _, err = run_cli(capsys, "tiny")
+
+    assert status != 0
+    assert "tiny_ext-1.0.post1.tar.gz lacks 1 module(s) that" in err
+    assert "(tinylib/extra.py)" in err
+    assert state(project.root) == before
+
+
 def test_pinned_refuses_to_publish_other_hashes_than_the_pin(
     tiny: tuple[Project, Upstream], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -455,12 +529,11 @@ def test_the_import_check_names_each_problem_of_the_installed_release(
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
         )
     wheel = tmp_path / "tiny_ext-1.0.post1-py3-none-any.whl"
-    artifacts = Artifacts(tmp_path, tmp_path / "tiny_ext-1.0.post1.tar.gz", wheel)
 
     with pytest.raises(ReleaseCheckFailed) as raised:
         checks.check_import(
             venv,
-            artifacts,
+            wheel,
             tmp_path,
             distribution="tiny-ext",
             version="1.0.post1",

@@ -10,6 +10,14 @@ builds from the same inputs give byte-identical files, because
   one installed beside the toolchain is the one that builds,
 * the sdist is rewritten with sorted members, fixed owners, modes and times
   and a gzip header without name or time.
+
+How a release is built is its *recipe* (``RECIPES``), recorded in its
+provenance, so that ``--pinned`` rebuilds an older release the way it was
+made. Recipe 1 builds the wheel from the sdist, one after the other, as
+``python -m build`` does by default. Recipe 2 builds both at once from two
+copies of the same release tree; what building from the sdist proved, that the
+sdist holds every module the wheel ships, is checked on the files instead
+(``checks.check_files``).
 """
 
 from __future__ import annotations
@@ -41,8 +49,19 @@ log = logging.getLogger(__name__)
 
 #: The build backend every release is built with. Part of the recipe.
 BACKEND = "setuptools==80.9.0"
-#: Bump when anything about how a release is built changes its bytes.
-RECIPE = {"recipe": 1, "backend": BACKEND, "sdist": "normalised-pax-gzip9"}
+#: Every recipe a release can have been built with, by number. Add one (never
+#: change one) when anything about how a release is built changes its bytes.
+RECIPES: dict[int, dict[str, Any]] = {
+    1: {"recipe": 1, "backend": BACKEND, "sdist": "normalised-pax-gzip9"},
+    2: {
+        "recipe": 2,
+        "backend": BACKEND,
+        "sdist": "normalised-pax-gzip9",
+        "wheel": "from-tree",
+    },
+}
+#: The recipe new releases are built with.
+RECIPE = RECIPES[2]
 PROVENANCE_FILE = "_provenance.json"
 SUMS_FILE = "SHA256SUMS"
 PYPI_SIMPLE = "https://pypi.org/simple/"
@@ -435,53 +454,166 @@ def run_quiet(
     return result.stdout
 
 
-def check_backend() -> None:
-    """Refuse to build unless the pinned backend is the installed one."""
-    name, _, wanted = BACKEND.partition("==")
+def recipe_number(recipe: Any, shown: str) -> int:
+    """Which of `RECIPES` *recipe* (as a provenance records it) is."""
+    for number, known in RECIPES.items():
+        if recipe == known:
+            return number
+    raise BuildFailed(
+        f"{shown}: the release was built with the recipe {json.dumps(recipe)}, "
+        f"which this toolchain does not know (it knows recipes "
+        f"{', '.join(map(str, RECIPES))}); rebuild it with the toolchain that made "
+        "it, or make a new release"
+    )
+
+
+def trees_needed(recipe: dict[str, Any]) -> int:
+    """How many copies of the release tree building with *recipe* takes."""
+    return 2 if recipe.get("wheel") == "from-tree" else 1
+
+
+def check_backend(recipe: dict[str, Any]) -> None:
+    """Refuse to build unless *recipe*'s backend is the installed one."""
+    name, _, wanted = recipe["backend"].partition("==")
     try:
         installed = metadata.version(name)
     except metadata.PackageNotFoundError:
         installed = None
     if installed != wanted:
         raise BuildFailed(
-            f"the build recipe needs {BACKEND} beside the toolchain, but "
+            f"the build recipe needs {recipe['backend']} beside the toolchain, but "
             f"{installed or 'no ' + name} is installed; run tools/bootstrap"
         )
 
 
-def build(tree: Path, outdir: Path, epoch: int) -> Artifacts:
-    """Build sdist and wheel of *tree* into *outdir*.
+def _build_command(tree: Path, outdir: Path, *only: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "build", "--no-isolation", *only),
+        *("--outdir", str(outdir), str(tree)),
+    ]
+
+
+def _build_env(epoch: int) -> dict[str, str]:
+    return clean_environment(
+        {"SOURCE_DATE_EPOCH": str(epoch), "PYTHONHASHSEED": "0", "TZ": "UTC"}
+    )
+
+
+def _only_one(outdir: Path, pattern: str, what: str) -> Path:
+    found = sorted(outdir.glob(pattern))
+    if len(found) != 1:
+        raise BuildFailed(
+            f"python -m build left {len(found)} {what}(s) in {outdir}; expected one"
+        )
+    return found[0]
+
+
+class Build:
+    """The sdist and the wheel of a release tree, being built by *recipe*.
+
+    With a recipe that builds both from the tree, the sdist builds in a
+    subprocess from the first tree while `wheel` builds the wheel from the
+    second; otherwise `wheel` builds the sdist and then the wheel from it.
+    Use it as a context manager: leaving it stops a build still running.
 
     The wheel is reproducible as built; the sdist only once `finish` has
     normalised it, which callers may run beside their checks of the wheel.
     """
-    check_backend()
-    outdir.mkdir(parents=True, exist_ok=True)
-    env = clean_environment(
-        {"SOURCE_DATE_EPOCH": str(epoch), "PYTHONHASHSEED": "0", "TZ": "UTC"}
-    )
-    run_quiet(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--no-isolation",
-            "--outdir",
-            str(outdir),
-            str(tree),
-        ],
-        what="python -m build",
-        env=env,
-        umask=0o022,
-    )
-    sdists = sorted(outdir.glob("*.tar.gz"))
-    wheels = sorted(outdir.glob("*.whl"))
-    if len(sdists) != 1 or len(wheels) != 1:
-        raise BuildFailed(
-            f"python -m build left {len(sdists)} sdist(s) and {len(wheels)} "
-            f"wheel(s) in {outdir}; expected one of each"
-        )
-    return Artifacts(outdir, sdists[0], wheels[0])
+
+    def __init__(
+        self, trees: list[Path], outdir: Path, epoch: int, recipe: dict[str, Any]
+    ) -> None:
+        check_backend(recipe)
+        if len(trees) != trees_needed(recipe):
+            raise ValueError(
+                f"recipe {recipe['recipe']} builds from {trees_needed(recipe)} tree(s)"
+            )
+        self.trees, self.outdir, self.epoch = trees, outdir, epoch
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self._sdist: Path | None = None
+        self._wheel: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._output: Path | None = None
+        self._command = _build_command(trees[0], outdir, "--sdist")
+        if len(trees) == 2:
+            handle, name = tempfile.mkstemp(prefix="forkkit-sdist-", suffix=".log")
+            self._output = Path(name)
+            log.debug("running %s", " ".join(self._command))
+            try:
+                self._process = subprocess.Popen(
+                    self._command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    env=_build_env(epoch),
+                    preexec_fn=lambda: os.umask(0o022),
+                )
+            finally:
+                os.close(handle)
+
+    @property
+    def together(self) -> bool:
+        """Whether sdist and wheel build at the same time."""
+        return self._process is not None
+
+    def wheel(self) -> Path:
+        """Build the wheel (and, one after the other, the sdist before it)."""
+        if self._wheel is None:
+            if self.together:
+                only: tuple[str, ...] = ("--wheel",)
+                tree = self.trees[1]
+            else:
+                only, tree = (), self.trees[0]
+            run_quiet(
+                _build_command(tree, self.outdir, *only),
+                what="python -m build" + (" --wheel" if only else ""),
+                env=_build_env(self.epoch),
+                umask=0o022,
+            )
+            self._wheel = _only_one(self.outdir, "*.whl", "wheel")
+            if not self.together:
+                self._sdist = _only_one(self.outdir, "*.tar.gz", "sdist")
+        return self._wheel
+
+    def sdist(self) -> Path:
+        """The built sdist, waiting for its build to finish."""
+        if self._process is None:
+            self.wheel()
+        elif self._sdist is None:
+            status = self._process.wait()
+            if status != 0:
+                raise BuildFailed(
+                    f"python -m build --sdist failed (exit status {status}): "
+                    f"{' '.join(self._command)}\n{self._output_tail()}"
+                )
+            self._sdist = _only_one(self.outdir, "*.tar.gz", "sdist")
+        built = self._sdist
+        assert built is not None
+        return built
+
+    def artifacts(self) -> Artifacts:
+        return Artifacts(self.outdir, self.sdist(), self.wheel())
+
+    def _output_tail(self) -> str:
+        try:
+            text = self._output.read_text(errors="replace") if self._output else ""
+        except FileNotFoundError:  # stopped meanwhile
+            text = ""
+        return "\n".join(text.strip().splitlines()[-25:])
+
+    def stop(self) -> None:
+        """Stop a build still running; remove its output."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        if self._output is not None:
+            self._output.unlink(missing_ok=True)
+
+    def __enter__(self) -> Build:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def finish(artifacts: Artifacts, epoch: int) -> None:

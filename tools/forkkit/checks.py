@@ -2,7 +2,8 @@
 
 * ``twine check --strict`` on both files;
 * the wheel's and the sdist's metadata name the distribution and the version,
-  and both carry the provenance record;
+  both carry the provenance record, and the sdist holds every module the
+  wheel ships (a wheel built from the sdist would have the same code);
 * the wheel installs into a fresh virtualenv with ``--require-hashes`` and
   imports there: ``__version__`` is the release's version, the package comes
   from the wheel, and upstream's own distribution is not installed beside it;
@@ -25,6 +26,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from packaging.markers import default_environment
@@ -35,6 +37,7 @@ from forkkit.build import (
     Artifacts,
     clean_environment,
     run_quiet,
+    sha256_file,
 )
 from forkkit.errors import ReleaseCheckFailed
 from forkkit.index import cache_dir
@@ -89,6 +92,40 @@ def check_files(
             raise ReleaseCheckFailed(
                 f"{artifacts.sdist.name}: {package}/{PROVENANCE_FILE} is missing"
             )
+    missing = _modules_missing_from_sdist(names, members, top)
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ReleaseCheckFailed(
+            f"{artifacts.sdist.name} lacks {len(missing)} module(s) that "
+            f"{artifacts.wheel.name} ships ({shown}), so a wheel built from the "
+            "sdist would differ; include them in the base's MANIFEST.in or "
+            "packaging, with a patch"
+        )
+
+
+def _modules_missing_from_sdist(
+    wheel_names: list[str], sdist_names: Iterable[str], top: str
+) -> list[str]:
+    """The wheel's Python modules that no file of the sdist provides.
+
+    A module ``pkg/mod.py`` is provided by ``<top>/pkg/mod.py`` or by the same
+    path under a source folder (``<top>/src/pkg/mod.py``).
+    """
+    by_name: dict[str, list[str]] = {}
+    for name in sdist_names:
+        by_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+    missing = []
+    for module in wheel_names:
+        if not module.endswith(".py"):
+            continue
+        if module.split("/", 1)[0].endswith((".dist-info", ".data")):
+            continue
+        candidates = by_name.get(module.rsplit("/", 1)[-1], [])
+        if not any(
+            c.startswith(f"{top}/") and c.endswith(f"/{module}") for c in candidates
+        ):
+            missing.append(module)
+    return missing
 
 
 def _check_metadata(shown: str, raw: bytes, distribution: str, version: str) -> None:
@@ -165,17 +202,17 @@ def dependency_env(requirements: list[str], index_url: str) -> Path | None:
 
 
 def install_wheel(
-    artifacts: Artifacts,
+    wheel: Path,
     workdir: Path,
     *,
     distribution: str,
     version: str,
     deps: Path | None,
 ) -> Path:
-    """Install the wheel into a fresh virtualenv by its hash; return the env."""
+    """Install *wheel* into a fresh virtualenv by its hash; return the env."""
     venv = workdir / "venv"
     _venv(venv)
-    digest = artifacts.hashes()[artifacts.wheel.name]
+    digest = sha256_file(wheel)
     requirements = workdir / "release.txt"
     requirements.write_text(f"{distribution}=={version} --hash=sha256:{digest}\n")
     run_quiet(
@@ -196,11 +233,11 @@ def install_wheel(
             "--only-binary",
             ":all:",
             "--find-links",
-            str(artifacts.folder),
+            str(wheel.parent),
             "-r",
             str(requirements),
         ],
-        what=f"installing {artifacts.wheel.name} with --require-hashes",
+        what=f"installing {wheel.name} with --require-hashes",
         error=ReleaseCheckFailed,
     )
     if deps is not None:
@@ -212,7 +249,7 @@ def install_wheel(
 
 def check_import(
     venv: Path,
-    artifacts: Artifacts,
+    wheel: Path,
     workdir: Path,
     *,
     distribution: str,
@@ -261,8 +298,7 @@ def check_import(
         )
     if problems:
         raise ReleaseCheckFailed(
-            f"{artifacts.wheel.name} installed but fails its import check: "
-            + "; ".join(problems)
+            f"{wheel.name} installed but fails its import check: " + "; ".join(problems)
         )
 
 

@@ -161,7 +161,7 @@ def _release(
         if options.pinned:
             assert pin is not None
             build_fork, inputs, patches = _pinned_inputs(
-                project, fork, settings, pin, state / "pinned-series"
+                project, fork, settings, pin, state / "pinned-series", pins.record
             )
         else:
             build_fork = fork
@@ -225,24 +225,32 @@ def _release(
                 objects_from=project.workspace_dir(fork),
             )
         with step("source", f"rename to {fork.distribution}, version {version}"):
-            tree, epoch = _release_tree(scratch, inputs, settings, fork, version, work)
-        with step("build", "sdist and wheel"):
-            artifacts = build.build(tree, work / "dist", epoch)
+            trees, epoch = _release_trees(
+                scratch, inputs, settings, fork, version, work
+            )
+        tree = trees[0]
         guards = _guard_ids(build_fork, patches, project.shown(fork.path))
-        # Normalising the sdist takes seconds of gzip on one core: it and the
-        # checks that need it run beside the wheel's install and guard tests,
-        # and the import check beside the guards.
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        # The checks of the wheel (install, import, guard tests) run while the
+        # sdist builds, when the recipe builds them apart, and while it is
+        # normalised (seconds of gzip on one core); so does the import check
+        # beside the guards.
+        with (
+            ThreadPoolExecutor(max_workers=3) as pool,
+            build.Build(trees, work / "dist", epoch, inputs.recipe) as building,
+        ):
+            what = "wheel, the sdist beside it" if building.together else "sdist, wheel"
+            with step("build", what):
+                wheel = building.wheel()
             files_checked = pool.submit(
-                _finish_and_check, artifacts, fork, settings, version, epoch
+                _finish_and_check, building, fork, settings, version, epoch
             )
             with step("check", "install the wheel"):
-                venv = _install(artifacts, fork, settings, version, work)
+                venv = _install(wheel, fork, settings, version, work)
             with step("gate", f"import check and {len(guards)} guard test(s)"):
                 imported = pool.submit(
                     checks.check_import,
                     venv,
-                    artifacts,
+                    wheel,
                     work,
                     distribution=fork.distribution,
                     version=version,
@@ -253,7 +261,7 @@ def _release(
                     checks.run_guards(venv, tree, work, guards)
                 imported.result()
             with step("files", "sdist normalised; twine check, metadata"):
-                files_checked.result()
+                artifacts = files_checked.result()
         outcome.files = artifacts.hashes()
         if options.pinned and pin is not None and outcome.files != pin.files:
             raise PinMismatch(
@@ -302,7 +310,10 @@ def _release(
 
 
 def _inputs(
-    fork: Fork, settings: ReleaseSettings, patches: list[tuple[Path, Patch]]
+    fork: Fork,
+    settings: ReleaseSettings,
+    patches: list[tuple[Path, Patch]],
+    recipe: dict[str, Any] | None = None,
 ) -> Inputs:
     records = tuple(_record(patch) for _, patch in patches)
     up = fork.upstream
@@ -321,6 +332,7 @@ def _inputs(
         base_version=fork.base.version,
         base_sha256=fork.base.sha256,
         patches=records,
+        recipe=dict(recipe or build.RECIPE),
     )
 
 
@@ -336,14 +348,22 @@ def _record(patch: Patch) -> PatchRecord:
 
 
 def _pinned_inputs(
-    project: Project, fork: Fork, settings: ReleaseSettings, pin: Pin, folder: Path
+    project: Project,
+    fork: Fork,
+    settings: ReleaseSettings,
+    pin: Pin,
+    folder: Path,
+    record_file: Path,
 ) -> tuple[Fork, Inputs, list[tuple[Path, Patch]]]:
     """The inputs recorded in the pin, with the patches as they were then.
 
     A patch whose file changed since is read from the project's git history
-    by the blob id the pin recorded.
+    by the blob id the pin recorded; the recipe is the one it was built with.
     """
     record = pin.provenance
+    recipe = build.RECIPES[
+        build.recipe_number(record.get("recipe"), project.shown(record_file))
+    ]
     base = record["base"]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -365,7 +385,7 @@ def _pinned_inputs(
         series_dir=folder,
         guards={name: tests for name, tests in fork.guards.items() if name in recorded},
     )
-    inputs = _inputs(pinned_fork, settings, patches)
+    inputs = _inputs(pinned_fork, settings, patches, recipe)
     if inputs.key != record.get("inputs"):
         raise PinMismatch(
             f"{project.shown(fork.path)}: the pinned release's recorded inputs "
@@ -477,15 +497,18 @@ def _pin_for(
 # Building and checking.
 
 
-def _release_tree(
+def _release_trees(
     scratch: Workspace,
     inputs: Inputs,
     settings: ReleaseSettings,
     fork: Fork,
     version: str,
     work: Path,
-) -> tuple[Path, int]:
-    """Commit the renamed, re-versioned tree; return its export and epoch."""
+) -> tuple[list[Path], int]:
+    """Commit the renamed, re-versioned tree; return its exports and epoch.
+
+    As many exports as the recipe builds from, made at once from one archive.
+    """
     epoch = int(scratch.git("log", "-1", "--format=%ct", "HEAD"))
     base_commit = scratch.rev(BASE_REF) or ""
     provenance = inputs.provenance(version, base_commit, epoch)
@@ -503,45 +526,54 @@ def _release_tree(
         env={**_RELEASE_IDENTITY, **dates},
     )
 
-    tree = work / "src"
-    tree.mkdir()
     archive = work / "src.tar"
     scratch.git(
         "-c", "tar.umask=0022", "archive", "--format=tar", "-o", str(archive), "HEAD"
     )
-    with tarfile.open(archive) as tar:
-        tar.extractall(tree, filter="data")
+    count = build.trees_needed(inputs.recipe)
+    trees = [work / ("src" if n == 0 else f"src-{n + 1}") for n in range(count)]
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        for done in [pool.submit(_extract, archive, tree) for tree in trees]:
+            done.result()
     archive.unlink()
-    return tree, epoch
+    return trees, epoch
+
+
+def _extract(archive: Path, folder: Path) -> None:
+    folder.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
 
 
 def _finish_and_check(
-    artifacts: Artifacts,
+    building: build.Build,
     fork: Fork,
     settings: ReleaseSettings,
     version: str,
     epoch: int,
-) -> None:
+) -> Artifacts:
+    artifacts = building.artifacts()
     build.finish(artifacts, epoch)
     checks.twine_check(artifacts)
     checks.check_files(artifacts, fork.distribution, version, settings.package)
+    return artifacts
 
 
 def _install(
-    artifacts: Artifacts,
+    wheel: Path,
     fork: Fork,
     settings: ReleaseSettings,
     version: str,
     work: Path,
 ) -> Path:
-    requirements = checks.requirements_of(artifacts.wheel, settings.extras)
+    requirements = checks.requirements_of(wheel, settings.extras)
     if fork.guards:
         requirements += list(settings.test_requirements)
     deps = checks.dependency_env(
         sorted(set(requirements)), settings.dependencies_index_url
     )
     return checks.install_wheel(
-        artifacts, work, distribution=fork.distribution, version=version, deps=deps
+        wheel, work, distribution=fork.distribution, version=version, deps=deps
     )
 
 
