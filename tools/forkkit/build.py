@@ -23,6 +23,7 @@ sdist holds every module the wheel ships, is checked on the files instead
 from __future__ import annotations
 
 import configparser
+import contextlib
 import gzip
 import hashlib
 import io
@@ -30,6 +31,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -547,6 +549,9 @@ class Build:
                     stderr=subprocess.STDOUT,
                     env=_build_env(epoch),
                     preexec_fn=lambda: os.umask(0o022),
+                    # build runs the backend in a child of its own: `stop`
+                    # signals the whole group.
+                    process_group=0,
                 )
             finally:
                 os.close(handle)
@@ -604,7 +609,8 @@ class Build:
     def stop(self) -> None:
         """Stop a build still running; remove its output."""
         if self._process is not None and self._process.poll() is None:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
         if self._output is not None:
             self._output.unlink(missing_ok=True)

@@ -230,12 +230,13 @@ def _release(
             )
         tree = trees[0]
         guards = _guard_ids(build_fork, patches, project.shown(fork.path))
-        # The checks of the wheel (install, import, guard tests) run while the
-        # sdist builds, when the recipe builds them apart, and while it is
-        # normalised (seconds of gzip on one core); so does the import check
-        # beside the guards.
+        # While the wheel is checked (installed, then imported beside the
+        # guard tests), another thread waits for the sdist (built beside the
+        # wheel when the recipe says so), normalises it (seconds of gzip on
+        # one core) and checks both files. Leaving the block on an error
+        # stops an sdist build still running.
         with (
-            ThreadPoolExecutor(max_workers=3) as pool,
+            ThreadPoolExecutor(max_workers=2) as pool,
             build.Build(trees, work / "dist", epoch, inputs.recipe) as building,
         ):
             what = "wheel, the sdist beside it" if building.together else "sdist, wheel"
@@ -260,7 +261,7 @@ def _release(
                 if guards:
                     checks.run_guards(venv, tree, work, guards)
                 imported.result()
-            with step("files", "sdist normalised; twine check, metadata"):
+            with step("files", "sdist normalised; twine check, metadata, modules"):
                 artifacts = files_checked.result()
         outcome.files = artifacts.hashes()
         if options.pinned and pin is not None and outcome.files != pin.files:
