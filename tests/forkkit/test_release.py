@@ -417,7 +417,16 @@ def test_killed_at_each_step_the_previous_release_stays_and_a_rerun_completes(
     add_patch(project, upstream, project.root.parent / "work", 7)
     before = state(project.root)
 
-    for step in ("index", "apply", "source", "build", "check", "publish"):
+    for step in (
+        "index",
+        "apply",
+        "source",
+        "build",
+        "check",
+        "gate",
+        "files",
+        "publish",
+    ):
         with subprocess.Popen(
             [sys.executable, "-m", "forkkit.commands.release_fork", "tiny"],
             stderr=subprocess.PIPE,
