@@ -66,6 +66,7 @@ def test_a_failing_sdist_build_is_reported_with_its_output(tmp_path: Path) -> No
     message = str(raised.value)
     assert message.startswith("python -m build --sdist failed (exit status 1)")
     assert "no sdist today" in message
+    assert list(tmp_path.glob(".sdist-build-*")) == []  # its output is gone
 
 
 def test_leaving_the_block_stops_an_sdist_build_still_running(tmp_path: Path) -> None:

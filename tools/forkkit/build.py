@@ -538,7 +538,10 @@ class Build:
         self._output: Path | None = None
         self._command = _build_command(trees[0], outdir, "--sdist")
         if len(trees) == 2:
-            handle, name = tempfile.mkstemp(prefix="forkkit-sdist-", suffix=".log")
+            # Beside outdir, so that it goes with the caller's scratch folder.
+            handle, name = tempfile.mkstemp(
+                prefix=".sdist-build-", suffix=".log", dir=outdir.parent
+            )
             self._output = Path(name)
             log.debug("running %s", " ".join(self._command))
             try:
@@ -553,6 +556,9 @@ class Build:
                     # signals the whole group.
                     process_group=0,
                 )
+            except OSError:
+                self._output.unlink()
+                raise
             finally:
                 os.close(handle)
 
