@@ -14,7 +14,9 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +72,15 @@ def released(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object
     assert status == 0, err
     result: dict[str, object] = json.loads(out)
     return result
+
+
+@contextmanager
+def edited_pin_record(project: Project) -> Iterator[dict[str, Any]]:
+    """The pin's provenance record as data, written back as edited."""
+    record = project.root / "requirements" / "tiny-ext.provenance.json"
+    data = json.loads(record.read_text())
+    yield data
+    record.write_text(json.dumps(data))
 
 
 def state(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -294,15 +305,13 @@ def test_pinned_refuses_a_recipe_it_does_not_know(
 ) -> None:
     project, _ = tiny
     released(capsys, "tiny")
-    record = project.root / "requirements" / "tiny-ext.provenance.json"
-    data = json.loads(record.read_text())
-    data["provenance"]["recipe"] = {"recipe": 99, "backend": "setuptools==99"}
-    record.write_text(json.dumps(data))
+    with edited_pin_record(project) as data:
+        data["provenance"]["recipe"] = {"recipe": 99, "backend": "setuptools==99"}
     shutil.rmtree(project.root / "index")
 
     status, _, err = run_cli(capsys, "tiny", "--pinned")
 
-    assert status != 0
+    assert status == 8
     assert "requirements/tiny-ext.provenance.json: the release was built with" in err
     assert '"recipe": 99' in err
     assert "which this toolchain does not know" in err
@@ -331,7 +340,7 @@ def test_a_module_the_sdist_lacks_stops_the_release(
 
     status, _, err = run_cli(capsys, "tiny")
 
-    assert status != 0
+    assert status == 1
     assert "tiny_ext-1.0.post1.tar.gz lacks 1 module(s) that" in err
     assert "(tinylib/extra.py)" in err
     assert state(project.root) == before
@@ -342,10 +351,8 @@ def test_pinned_refuses_to_publish_other_hashes_than_the_pin(
 ) -> None:
     project, _ = tiny
     released(capsys, "tiny")
-    record = project.root / "requirements" / "tiny-ext.provenance.json"
-    data = json.loads(record.read_text())
-    data["files"]["tiny_ext-1.0.post1.tar.gz"] = "0" * 64
-    record.write_text(json.dumps(data))
+    with edited_pin_record(project) as data:
+        data["files"]["tiny_ext-1.0.post1.tar.gz"] = "0" * 64
     shutil.rmtree(project.root / "index")
 
     status, _, err = run_cli(capsys, "tiny", "--pinned")

@@ -456,17 +456,9 @@ def run_quiet(
     return result.stdout
 
 
-def recipe_number(recipe: Any, shown: str) -> int:
-    """Which of `RECIPES` *recipe* (as a provenance records it) is."""
-    for number, known in RECIPES.items():
-        if recipe == known:
-            return number
-    raise BuildFailed(
-        f"{shown}: the release was built with the recipe {json.dumps(recipe)}, "
-        f"which this toolchain does not know (it knows recipes "
-        f"{', '.join(map(str, RECIPES))}); rebuild it with the toolchain that made "
-        "it, or make a new release"
-    )
+def recipe_number(recipe: Any) -> int | None:
+    """Which of `RECIPES` *recipe* (as a provenance records it) is, if any."""
+    return next((n for n, known in RECIPES.items() if recipe == known), None)
 
 
 def trees_needed(recipe: dict[str, Any]) -> int:

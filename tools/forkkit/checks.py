@@ -111,21 +111,17 @@ def _modules_missing_from_sdist(
     A module ``pkg/mod.py`` is provided by ``<top>/pkg/mod.py`` or by the same
     path under a source folder (``<top>/src/pkg/mod.py``).
     """
-    by_name: dict[str, list[str]] = {}
+    provided: set[str] = set()
     for name in sdist_names:
-        by_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
-    missing = []
-    for module in wheel_names:
-        if not module.endswith(".py"):
-            continue
-        if module.split("/", 1)[0].endswith((".dist-info", ".data")):
-            continue
-        candidates = by_name.get(module.rsplit("/", 1)[-1], [])
-        if not any(
-            c.startswith(f"{top}/") and c.endswith(f"/{module}") for c in candidates
-        ):
-            missing.append(module)
-    return missing
+        below = name.removeprefix(f"{top}/").split("/")
+        provided.update("/".join(below[i:]) for i in range(len(below)))
+    return [
+        module
+        for module in wheel_names
+        if module.endswith(".py")
+        and not module.split("/", 1)[0].endswith((".dist-info", ".data"))
+        and module not in provided
+    ]
 
 
 def _check_metadata(shown: str, raw: bytes, distribution: str, version: str) -> None:

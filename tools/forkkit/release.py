@@ -362,9 +362,14 @@ def _pinned_inputs(
     by the blob id the pin recorded; the recipe is the one it was built with.
     """
     record = pin.provenance
-    recipe = build.RECIPES[
-        build.recipe_number(record.get("recipe"), project.shown(record_file))
-    ]
+    number = build.recipe_number(record.get("recipe"))
+    if number is None:
+        raise PinMismatch(
+            f"{project.shown(record_file)}: the release was built with the recipe "
+            f"{json.dumps(record.get('recipe'))}, which this toolchain does not "
+            f"know (it knows recipes {', '.join(map(str, build.RECIPES))}); "
+            "rebuild it with the toolchain that made it, or make a new release"
+        )
     base = record["base"]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -386,7 +391,7 @@ def _pinned_inputs(
         series_dir=folder,
         guards={name: tests for name, tests in fork.guards.items() if name in recorded},
     )
-    inputs = _inputs(pinned_fork, settings, patches, recipe)
+    inputs = _inputs(pinned_fork, settings, patches, build.RECIPES[number])
     if inputs.key != record.get("inputs"):
         raise PinMismatch(
             f"{project.shown(fork.path)}: the pinned release's recorded inputs "
